@@ -1,0 +1,144 @@
+/*
+ * vmbackup: disk images.
+ *
+ * A vmb_disk is the guest-visible view of a virtual disk: a byte array of
+ * vmb_disk_size() bytes that can be read at any offset, plus an allocation
+ * map.  It hides the image format (raw, qcow2, VMDK, VDI) and the chain of
+ * backing/parent files.  It is also the one seam through which every image
+ * access goes: a hypervisor plugin (for instance an NBD export of a running
+ * VM) or a snapshot inside a repository provides a vmb_disk through
+ * vmb_disk_new() and the rest of the library cannot tell the difference.
+ */
+#ifndef VMBACKUP_DISK_H
+#define VMBACKUP_DISK_H
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct vmb_disk vmb_disk;
+
+/** Kinds of extent in an allocation map. */
+typedef enum vmb_extent_kind {
+	VMB_EXTENT_DATA = 0, /**< allocated; must be read */
+	VMB_EXTENT_ZERO = 1, /**< allocated or marked as zeros; reads as 0 */
+	VMB_EXTENT_HOLE = 2, /**< not allocated; reads as 0 (in one layer of
+				  a chain: falls through to the backing) */
+} vmb_extent_kind;
+
+/** One extent of an allocation map. */
+typedef struct vmb_extent {
+	uint64_t offset; /**< guest offset in bytes */
+	uint64_t length; /**< length in bytes, > 0 */
+	int kind;        /**< a vmb_extent_kind */
+	int layer;       /**< chain layer owning it: 0 = top, 1 = its backing,
+			      ...; -1 for holes of the whole chain */
+} vmb_extent;
+
+/** Called once per extent, in increasing offset order.  Non-zero stops. */
+typedef int (*vmb_extent_fn)(const vmb_extent *e, void *payload);
+
+/** Flags for vmb_disk_open(). */
+#define VMB_DISK_OPEN_NO_BACKING 0x1u /**< open only the named file */
+
+/**
+ * Open a disk image of any supported format.  The format is probed from
+ * the content, never from the file name; raw is the fallback.  Backing
+ * files (qcow2 backing file, VMDK parentFileNameHint, VDI parent UUID) are
+ * opened as a chain.
+ *
+ * @param path   image file
+ * @param flags  VMB_DISK_OPEN_* flags
+ * @param[out] out  the open disk; free it with vmb_disk_close()
+ * @return 0 or a negative vmb_error (VMB_ENOTFOUND, VMB_ECORRUPT,
+ *         VMB_ENOTSUP ...) with a message naming the file and the fault.
+ */
+VMB_EXTERN(int) vmb_disk_open(const char *path, unsigned flags,
+			      vmb_disk **out);
+
+/** Close a disk; accepts NULL. */
+VMB_EXTERN(void) vmb_disk_close(vmb_disk *d);
+
+/** @return the guest-visible size in bytes. */
+VMB_EXTERN(uint64_t) vmb_disk_size(const vmb_disk *d);
+
+/** @return the format name of the top layer ("raw", "qcow2", ...). */
+VMB_EXTERN(const char *) vmb_disk_format_name(const vmb_disk *d);
+
+/** @return the number of layers in the chain (1 without backing). */
+VMB_EXTERN(int) vmb_disk_layers(const vmb_disk *d);
+
+/**
+ * Read guest data.  Safe to call from several threads at once.
+ * Reads past the end fail with VMB_EINVAL.
+ */
+VMB_EXTERN(int) vmb_disk_read(vmb_disk *d, void *buf, uint64_t offset,
+			      size_t length);
+
+/**
+ * Walk the allocation map of [offset, offset+length) of the whole chain
+ * without reading data.  Adjacent extents of the same kind and layer are
+ * merged.  Holes of the whole chain are reported with layer -1.
+ */
+VMB_EXTERN(int) vmb_disk_map(vmb_disk *d, uint64_t offset, uint64_t length,
+			     vmb_extent_fn fn, void *payload);
+
+/**
+ * Describe the image as a JSON object: format, version, virtual size,
+ * cluster/grain/block size, allocated and zero bytes, chain, bitmaps,
+ * snapshots.  @param[out] json  a string to free with vmb_free().
+ */
+VMB_EXTERN(int) vmb_disk_inspect_json(vmb_disk *d, char **json);
+
+/** Probe a file's format without opening it as a disk ("qcow2", ...). */
+VMB_EXTERN(int) vmb_disk_probe(const char *path, const char **format);
+
+/* ---- writers, used by restores ---- */
+
+typedef struct vmb_disk_writer vmb_disk_writer;
+
+/** Options for vmb_disk_writer_create(); start from VMB_DISK_WRITER_INIT. */
+typedef struct vmb_disk_writer_options {
+	unsigned version;      /**< VMB_DISK_WRITER_OPTIONS_VERSION */
+	const char *subformat; /**< vmdk: "monolithicSparse" (default) or
+				    "streamOptimized"; others: NULL */
+	uint32_t cluster_size; /**< 0 = the format's default */
+} vmb_disk_writer_options;
+
+#define VMB_DISK_WRITER_OPTIONS_VERSION 1
+#define VMB_DISK_WRITER_INIT { VMB_DISK_WRITER_OPTIONS_VERSION, NULL, 0 }
+
+/**
+ * Create a new image of @p format ("raw", "qcow2", "vmdk", "vdi") and
+ * @p size guest bytes.  Ranges never written read back as zeros and stay
+ * unallocated (sparse).  Fails with VMB_EEXISTS if @p path exists.
+ */
+VMB_EXTERN(int) vmb_disk_writer_create(const char *path, const char *format,
+				       uint64_t size,
+				       const vmb_disk_writer_options *opts,
+				       vmb_disk_writer **out);
+
+/**
+ * Write guest data.  Calls must come with increasing, non-overlapping
+ * offsets.  @p offset is a multiple of 64 KiB and @p length a multiple of
+ * 64 KiB, except that the last write may end at the image size.  Zero
+ * blocks inside @p buf are detected and left unallocated.
+ */
+VMB_EXTERN(int) vmb_disk_writer_write(vmb_disk_writer *w, uint64_t offset,
+				      const void *buf, size_t length);
+
+/** Write the metadata and make the image durable (fsync). */
+VMB_EXTERN(int) vmb_disk_writer_finish(vmb_disk_writer *w);
+
+/** Free a writer; if not finished, the partial file is removed. NULL ok. */
+VMB_EXTERN(void) vmb_disk_writer_free(vmb_disk_writer *w);
+
+/** @return the usual file extension for a format ("qcow2", "img" ...). */
+VMB_EXTERN(const char *) vmb_disk_format_extension(const char *format);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,705 @@
+/*
+ * The format-independent part of disk access: probing, chains of backing
+ * files, the composed allocation map and reads, and writers.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <dirent.h>
+#include <unistd.h>
+#include "common/util.h"
+#include "format.h"
+
+static const vmb_disk_format *const formats[] = {
+	&vmb_disk__qcow2_format,
+	&vmb_disk__vmdk_format,
+	&vmb_disk__vdi_format,
+	&vmb_disk__raw_format, /* always last */
+};
+
+struct layer {
+	const vmb_disk_format *fmt;
+	void *state;
+	vmb_layer_info info;
+	char *path;
+};
+
+struct vmb_disk {
+	/* custom disks (vmb_disk_new) */
+	const vmb_disk_ops *ops;
+	void *data;
+	/* image chains */
+	int nlayers;
+	struct layer layers[VMB_DISK_MAX_CHAIN];
+};
+
+const vmb_disk_format *vmb_disk__format_by_name(const char *name)
+{
+	for (size_t i = 0; i < VMB_ARRAY_SIZE(formats); i++)
+		if (name && strcmp(formats[i]->name, name) == 0)
+			return formats[i];
+	return NULL;
+}
+
+void vmb_disk__layer_info_free(vmb_layer_info *info)
+{
+	free(info->backing_path);
+	free(info->backing_format);
+	info->backing_path = info->backing_format = NULL;
+}
+
+VMB_EXTERN(const char *) vmb_disk_format_extension(const char *format)
+{
+	const vmb_disk_format *f = vmb_disk__format_by_name(format);
+	return f ? f->extension : NULL;
+}
+
+static int probe_file(const char *path, const vmb_disk_format **out)
+{
+	uint8_t *head;
+	struct stat st;
+	int fd, best = 0;
+	int64_t n;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+		return vmb_error_set(e == ENOENT ? VMB_ENOTFOUND :
+				     e == EACCES ? VMB_EACCES : VMB_EIO,
+				     "cannot open %s: %s", path, strerror(e));
+	}
+	if (fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
+		close(fd);
+		return vmb_error_set(VMB_EINVAL, "%s is not a disk image file",
+				     path);
+	}
+	head = vmb_malloc(VMB_DISK_PROBE_BYTES);
+	if (!head) {
+		close(fd);
+		return VMB_ENOMEM;
+	}
+	n = vmb_pread_full(fd, head, VMB_DISK_PROBE_BYTES, 0);
+	close(fd);
+	if (n < 0) {
+		free(head);
+		return vmb_error_set(VMB_EIO, "cannot read %s: %s", path,
+				     strerror((int)-n));
+	}
+	*out = &vmb_disk__raw_format;
+	for (size_t i = 0; i + 1 < VMB_ARRAY_SIZE(formats); i++) {
+		int s = formats[i]->probe(head, (size_t)n, (uint64_t)st.st_size);
+		if (s > best) {
+			best = s;
+			*out = formats[i];
+		}
+	}
+	free(head);
+	return 0;
+}
+
+VMB_EXTERN(int) vmb_disk_probe(const char *path, const char **format)
+{
+	const vmb_disk_format *f;
+	int r = probe_file(path, &f);
+	if (r == 0)
+		*format = f->name;
+	return r;
+}
+
+static char *resolve_backing(const char *child, const char *backing)
+{
+	char *dup, *dir, *out;
+	if (backing[0] == '/')
+		return vmb_strdup(backing);
+	dup = vmb_strdup(child);
+	if (!dup)
+		return NULL;
+	dir = dirname(dup);
+	out = vmb_asprintf("%s/%s", dir, backing);
+	free(dup);
+	return out;
+}
+
+/* VDI-style parents: find the file in the child's folder whose uuid
+ * matches.  Bounded: at most 4096 directory entries are looked at. */
+static char *find_parent_by_uuid(const char *child,
+				 const vmb_disk_format *fmt,
+				 const uint8_t uuid[16])
+{
+	char *dup = vmb_strdup(child), *dir, *found = NULL;
+	DIR *d;
+	struct dirent *e;
+	int seen = 0;
+	if (!dup)
+		return NULL;
+	dir = dirname(dup);
+	d = opendir(dir);
+	while (d && !found && (e = readdir(d)) && seen++ < 4096) {
+		char *p;
+		const vmb_disk_format *pf;
+		void *st = NULL;
+		vmb_layer_info info;
+		vmb_layer_open_options o = { 1, NULL };
+		if (e->d_name[0] == '.')
+			continue;
+		p = vmb_asprintf("%s/%s", dir, e->d_name);
+		if (!p)
+			break;
+		memset(&info, 0, sizeof info);
+		if (probe_file(p, &pf) == 0 && pf == fmt &&
+		    fmt->open(p, &o, &st, &info) == 0) {
+			if (info.has_uuid && memcmp(info.uuid, uuid, 16) == 0)
+				found = p, p = NULL;
+			fmt->close(st);
+		}
+		vmb_disk__layer_info_free(&info);
+		free(p);
+	}
+	if (d)
+		closedir(d);
+	free(dup);
+	vmb_error_clear();
+	return found;
+}
+
+static void close_layers(vmb_disk *d)
+{
+	for (int i = 0; i < d->nlayers; i++) {
+		if (d->layers[i].fmt && d->layers[i].state)
+			d->layers[i].fmt->close(d->layers[i].state);
+		vmb_disk__layer_info_free(&d->layers[i].info);
+		free(d->layers[i].path);
+	}
+	d->nlayers = 0;
+}
+
+VMB_EXTERN(int) vmb_disk_open(const char *path, unsigned flags,
+			      vmb_disk **out)
+{
+	vmb_disk *d;
+	char *cur;
+	const char *hint = NULL;
+	dev_t devs[VMB_DISK_MAX_CHAIN];
+	ino_t inos[VMB_DISK_MAX_CHAIN];
+	int r = 0;
+
+	*out = NULL;
+	d = vmb_calloc(1, sizeof *d);
+	if (!d)
+		return VMB_ENOMEM;
+	cur = vmb_strdup(path);
+	if (!cur) {
+		free(d);
+		return VMB_ENOMEM;
+	}
+	for (;;) {
+		struct layer *l;
+		const vmb_disk_format *fmt = NULL;
+		vmb_layer_open_options o = { 1, NULL };
+		struct stat st;
+
+		if (d->nlayers >= VMB_DISK_MAX_CHAIN) {
+			r = vmb_error_set(VMB_ECORRUPT,
+					  "%s: backing chain deeper than %d",
+					  path, VMB_DISK_MAX_CHAIN);
+			goto fail;
+		}
+		if (stat(cur, &st) != 0) {
+			int e = errno;
+			r = vmb_error_set(e == ENOENT ? VMB_ENOTFOUND : VMB_EIO,
+					  d->nlayers ? "backing file %s of %s: %s"
+						     : "cannot open %s%.0s: %s",
+					  cur, path, strerror(e));
+			goto fail;
+		}
+		for (int i = 0; i < d->nlayers; i++) {
+			if (devs[i] == st.st_dev && inos[i] == st.st_ino) {
+				r = vmb_error_set(VMB_ECORRUPT,
+						  "%s: loop in backing chain at %s",
+						  path, cur);
+				goto fail;
+			}
+		}
+		devs[d->nlayers] = st.st_dev;
+		inos[d->nlayers] = st.st_ino;
+		if (hint) {
+			fmt = vmb_disk__format_by_name(hint);
+			if (!fmt) {
+				r = vmb_error_set(VMB_ENOTSUP,
+						  "%s: backing format '%s' is not supported",
+						  cur, hint);
+				goto fail;
+			}
+		} else if ((r = probe_file(cur, &fmt)) != 0) {
+			goto fail;
+		}
+		l = &d->layers[d->nlayers];
+		memset(l, 0, sizeof *l);
+		l->fmt = fmt;
+		l->path = cur;
+		cur = NULL;
+		d->nlayers++;
+		r = fmt->open(l->path, &o, &l->state, &l->info);
+		if (r) {
+			l->state = NULL;
+			if (vmb_error_code() == 0)
+				vmb_error_set(r, "cannot open %s as %s",
+					      l->path, fmt->name);
+			goto fail;
+		}
+		if (l->info.virtual_size > VMB_DISK_MAX_SIZE) {
+			r = vmb_error_set(VMB_ECORRUPT,
+					  "%s: virtual size %llu is absurd",
+					  l->path,
+					  (unsigned long long)l->info.virtual_size);
+			goto fail;
+		}
+		if (flags & VMB_DISK_OPEN_NO_BACKING)
+			break;
+		if (l->info.backing_path && l->info.backing_path[0]) {
+			cur = resolve_backing(l->path, l->info.backing_path);
+			if (!cur) {
+				r = VMB_ENOMEM;
+				goto fail;
+			}
+			hint = l->info.backing_format;
+		} else if (l->info.parent_by_uuid) {
+			cur = find_parent_by_uuid(l->path, fmt,
+						  l->info.parent_uuid);
+			if (!cur) {
+				r = vmb_error_set(VMB_ENOTFOUND,
+						  "%s: parent image (by uuid) not found beside it",
+						  l->path);
+				goto fail;
+			}
+			hint = fmt->name;
+		} else {
+			break;
+		}
+	}
+	*out = d;
+	return 0;
+fail:
+	free(cur);
+	close_layers(d);
+	free(d);
+	return r ? r : VMB_EGENERIC;
+}
+
+VMB_EXTERN(int) vmb_disk_new(const vmb_disk_ops *ops, void *data,
+			     vmb_disk **out)
+{
+	vmb_disk *d;
+	*out = NULL;
+	if (!ops || ops->version < 1 || !ops->size || !ops->read)
+		return vmb_error_set(VMB_EINVAL,
+				     "vmb_disk_new: incomplete disk ops");
+	d = vmb_calloc(1, sizeof *d);
+	if (!d)
+		return VMB_ENOMEM;
+	d->ops = ops;
+	d->data = data;
+	*out = d;
+	return 0;
+}
+
+VMB_EXTERN(void) vmb_disk_close(vmb_disk *d)
+{
+	if (!d)
+		return;
+	if (d->ops) {
+		if (d->ops->close)
+			d->ops->close(d->data);
+	} else {
+		close_layers(d);
+	}
+	free(d);
+}
+
+VMB_EXTERN(uint64_t) vmb_disk_size(const vmb_disk *d)
+{
+	if (d->ops)
+		return d->ops->size(d->data);
+	return d->layers[0].info.virtual_size;
+}
+
+VMB_EXTERN(const char *) vmb_disk_format_name(const vmb_disk *d)
+{
+	if (d->ops)
+		return d->ops->format ? d->ops->format : "custom";
+	return d->layers[0].fmt->name;
+}
+
+VMB_EXTERN(int) vmb_disk_layers(const vmb_disk *d)
+{
+	return d->ops ? 1 : d->nlayers;
+}
+
+/* ---- composed map ---- */
+
+struct emitter {
+	vmb_extent_fn fn;
+	void *payload;
+	vmb_extent pending;
+	int has_pending;
+	int stopped;
+};
+
+static int emit(struct emitter *em, uint64_t off, uint64_t len, int kind,
+		int layer)
+{
+	if (!len)
+		return 0;
+	if (kind == VMB_EXTENT_HOLE)
+		layer = -1;
+	if (em->has_pending && em->pending.kind == kind &&
+	    em->pending.layer == layer &&
+	    em->pending.offset + em->pending.length == off) {
+		em->pending.length += len;
+		return 0;
+	}
+	if (em->has_pending) {
+		if (em->fn(&em->pending, em->payload)) {
+			em->stopped = 1;
+			return 1;
+		}
+	}
+	em->pending.offset = off;
+	em->pending.length = len;
+	em->pending.kind = kind;
+	em->pending.layer = layer;
+	em->has_pending = 1;
+	return 0;
+}
+
+static int map_layer(vmb_disk *d, int i, uint64_t off, uint64_t len,
+		     struct emitter *em);
+
+struct layer_walk {
+	vmb_disk *d;
+	int i;
+	uint64_t next; /* expected next offset: checks the format's order */
+	uint64_t end;
+	struct emitter *em;
+	int err;
+};
+
+static int layer_cb(const vmb_extent *e, void *payload)
+{
+	struct layer_walk *w = payload;
+	uint64_t off = e->offset, len = e->length;
+
+	/* a format must report contiguous, increasing extents in range */
+	if (off != w->next || !len || !vmb_range_ok(off, len, w->end) ||
+	    off + len > w->end || e->kind < 0 || e->kind > 2) {
+		w->err = vmb_error_set(VMB_ECORRUPT,
+				       "%s: inconsistent allocation map at %llu",
+				       w->d->layers[w->i].path,
+				       (unsigned long long)off);
+		return 1;
+	}
+	w->next = off + len;
+	if (e->kind == VMB_EXTENT_HOLE && w->i + 1 < w->d->nlayers) {
+		uint64_t bsize = w->d->layers[w->i + 1].info.virtual_size;
+		uint64_t inside = off < bsize ? VMB_MIN(len, bsize - off) : 0;
+		if (inside) {
+			int r = map_layer(w->d, w->i + 1, off, inside, w->em);
+			if (r) {
+				w->err = r;
+				return 1;
+			}
+			if (w->em->stopped)
+				return 1;
+		}
+		if (emit(w->em, off + inside, len - inside,
+			 VMB_EXTENT_HOLE, -1))
+			return 1;
+		return 0;
+	}
+	return emit(w->em, off, len, e->kind, w->i);
+}
+
+static int map_layer(vmb_disk *d, int i, uint64_t off, uint64_t len,
+		     struct emitter *em)
+{
+	struct layer_walk w = { d, i, off, off + len, em, 0 };
+	struct layer *l = &d->layers[i];
+	int r = l->fmt->map(l->state, off, len, layer_cb, &w);
+	if (w.err)
+		return w.err;
+	if (r < 0)
+		return r;
+	if (!em->stopped && w.next != off + len)
+		return vmb_error_set(VMB_ECORRUPT,
+				     "%s: allocation map does not cover the disk",
+				     l->path);
+	return 0;
+}
+
+struct all_data {
+	vmb_extent_fn fn;
+	void *payload;
+};
+
+VMB_EXTERN(int) vmb_disk_map(vmb_disk *d, uint64_t offset, uint64_t length,
+			     vmb_extent_fn fn, void *payload)
+{
+	struct emitter em = { fn, payload, { 0, 0, 0, 0 }, 0, 0 };
+	uint64_t size = vmb_disk_size(d);
+	int r;
+
+	if (!vmb_range_ok(offset, length, size))
+		return vmb_error_set(VMB_EINVAL,
+				     "map range beyond the end of the disk");
+	if (!length)
+		return 0;
+	if (d->ops) {
+		if (d->ops->map)
+			return d->ops->map(d->data, offset, length, fn,
+					   payload);
+		vmb_extent e = { offset, length, VMB_EXTENT_DATA, 0 };
+		fn(&e, payload);
+		return 0;
+	}
+	r = map_layer(d, 0, offset, length, &em);
+	if (r)
+		return r;
+	if (em.has_pending && !em.stopped)
+		fn(&em.pending, payload);
+	return 0;
+}
+
+/* ---- composed read ---- */
+
+static int read_layer(vmb_disk *d, int i, uint8_t *buf, uint64_t off,
+		      uint64_t len);
+
+struct read_walk {
+	vmb_disk *d;
+	int i;
+	uint8_t *buf;
+	uint64_t base;
+	uint64_t next;
+	uint64_t end;
+	int err;
+};
+
+static int read_cb(const vmb_extent *e, void *payload)
+{
+	struct read_walk *w = payload;
+	struct layer *l = &w->d->layers[w->i];
+	uint64_t off = e->offset, len = e->length;
+	uint8_t *p;
+	int r = 0;
+
+	if (off != w->next || !len || off + len > w->end || off + len < off) {
+		w->err = vmb_error_set(VMB_ECORRUPT,
+				       "%s: inconsistent allocation map at %llu",
+				       l->path, (unsigned long long)off);
+		return 1;
+	}
+	w->next = off + len;
+	p = w->buf + (off - w->base);
+	switch (e->kind) {
+	case VMB_EXTENT_DATA:
+		r = l->fmt->read(l->state, p, off, (size_t)len);
+		break;
+	case VMB_EXTENT_ZERO:
+		memset(p, 0, (size_t)len);
+		break;
+	default:
+		if (w->i + 1 < w->d->nlayers) {
+			uint64_t bsize = w->d->layers[w->i + 1].info.virtual_size;
+			uint64_t inside = off < bsize ?
+					  VMB_MIN(len, bsize - off) : 0;
+			if (inside)
+				r = read_layer(w->d, w->i + 1, p, off, inside);
+			memset(p + inside, 0, (size_t)(len - inside));
+		} else {
+			memset(p, 0, (size_t)len);
+		}
+	}
+	if (r) {
+		w->err = r;
+		return 1;
+	}
+	return 0;
+}
+
+static int read_layer(vmb_disk *d, int i, uint8_t *buf, uint64_t off,
+		      uint64_t len)
+{
+	struct read_walk w = { d, i, buf, off, off, off + len, 0 };
+	struct layer *l = &d->layers[i];
+	int r = l->fmt->map(l->state, off, len, read_cb, &w);
+	if (w.err)
+		return w.err;
+	if (r < 0)
+		return r;
+	if (w.next != off + len)
+		return vmb_error_set(VMB_ECORRUPT,
+				     "%s: allocation map does not cover the disk",
+				     l->path);
+	return 0;
+}
+
+VMB_EXTERN(int) vmb_disk_read(vmb_disk *d, void *buf, uint64_t offset,
+			      size_t length)
+{
+	if (!vmb_range_ok(offset, length, vmb_disk_size(d)))
+		return vmb_error_set(VMB_EINVAL,
+				     "read beyond the end of the disk");
+	if (!length)
+		return 0;
+	if (d->ops)
+		return d->ops->read(d->data, buf, offset, length);
+	return read_layer(d, 0, buf, offset, length);
+}
+
+/* ---- inspect ---- */
+
+struct count_walk {
+	uint64_t data, zero;
+};
+
+static int count_cb(const vmb_extent *e, void *payload)
+{
+	struct count_walk *c = payload;
+	if (e->kind == VMB_EXTENT_DATA)
+		c->data += e->length;
+	else if (e->kind == VMB_EXTENT_ZERO)
+		c->zero += e->length;
+	return 0;
+}
+
+VMB_EXTERN(int) vmb_disk_inspect_json(vmb_disk *d, char **json)
+{
+	vmb_buf b;
+	struct count_walk c = { 0, 0 };
+	int r;
+
+	*json = NULL;
+	r = vmb_disk_map(d, 0, vmb_disk_size(d), count_cb, &c);
+	if (r)
+		return r;
+	vmb_buf_init(&b);
+	vmb_buf_puts(&b, "{\"format\":");
+	vmb_buf_json_str(&b, vmb_disk_format_name(d));
+	if (!d->ops) {
+		vmb_buf_puts(&b, ",\"file\":");
+		vmb_buf_json_str(&b, d->layers[0].path);
+	}
+	vmb_buf_printf(&b, ",\"virtual_size\":%llu,\"allocated_bytes\":%llu,"
+		       "\"zero_bytes\":%llu",
+		       (unsigned long long)vmb_disk_size(d),
+		       (unsigned long long)c.data, (unsigned long long)c.zero);
+	if (!d->ops && d->layers[0].fmt->describe) {
+		char *extra = NULL;
+		r = d->layers[0].fmt->describe(d->layers[0].state, &extra);
+		if (r) {
+			vmb_buf_free(&b);
+			return r;
+		}
+		if (extra && extra[0]) {
+			vmb_buf_puts(&b, ",");
+			vmb_buf_puts(&b, extra);
+		}
+		free(extra);
+	}
+	vmb_buf_puts(&b, ",\"chain\":[");
+	for (int i = 0; !d->ops && i < d->nlayers; i++) {
+		vmb_buf_printf(&b, "%s{\"file\":", i ? "," : "");
+		vmb_buf_json_str(&b, d->layers[i].path);
+		vmb_buf_puts(&b, ",\"format\":");
+		vmb_buf_json_str(&b, d->layers[i].fmt->name);
+		vmb_buf_printf(&b, ",\"virtual_size\":%llu}",
+			       (unsigned long long)d->layers[i].info.virtual_size);
+	}
+	vmb_buf_puts(&b, "]}");
+	*json = vmb_buf_detach(&b);
+	return *json ? 0 : VMB_ENOMEM;
+}
+
+/* ---- writers ---- */
+
+struct vmb_disk_writer {
+	const vmb_disk_format *fmt;
+	void *state;
+	uint64_t size;
+	uint64_t next; /* lowest offset the next write may start at */
+	int finished;
+};
+
+VMB_EXTERN(int) vmb_disk_writer_create(const char *path, const char *format,
+				       uint64_t size,
+				       const vmb_disk_writer_options *opts,
+				       vmb_disk_writer **out)
+{
+	const vmb_disk_format *fmt = vmb_disk__format_by_name(format);
+	vmb_disk_writer_options def = VMB_DISK_WRITER_INIT;
+	vmb_disk_writer *w;
+	struct stat st;
+	int r;
+
+	*out = NULL;
+	if (!fmt || !fmt->create)
+		return vmb_error_set(VMB_ENOTSUP,
+				     "cannot write images in format '%s'",
+				     format ? format : "(null)");
+	if (lstat(path, &st) == 0)
+		return vmb_error_set(VMB_EEXISTS, "%s already exists", path);
+	if (size > VMB_DISK_MAX_SIZE)
+		return vmb_error_set(VMB_EINVAL, "disk size too large");
+	w = vmb_calloc(1, sizeof *w);
+	if (!w)
+		return VMB_ENOMEM;
+	r = fmt->create(path, size, opts ? opts : &def, &w->state);
+	if (r) {
+		free(w);
+		return r;
+	}
+	w->fmt = fmt;
+	w->size = size;
+	*out = w;
+	return 0;
+}
+
+VMB_EXTERN(int) vmb_disk_writer_write(vmb_disk_writer *w, uint64_t offset,
+				      const void *buf, size_t length)
+{
+	if (w->finished)
+		return vmb_error_set(VMB_EINVAL, "writer already finished");
+	if (offset < w->next || !vmb_range_ok(offset, length, w->size))
+		return vmb_error_set(VMB_EINVAL,
+				     "disk writer: write at %llu out of order or range",
+				     (unsigned long long)offset);
+	if (!length)
+		return 0;
+	w->next = offset + length;
+	return w->fmt->write(w->state, offset, buf, length);
+}
+
+VMB_EXTERN(int) vmb_disk_writer_finish(vmb_disk_writer *w)
+{
+	int r;
+	if (w->finished)
+		return 0;
+	r = w->fmt->finish(w->state);
+	w->state = NULL;
+	w->finished = 1;
+	return r;
+}
+
+VMB_EXTERN(void) vmb_disk_writer_free(vmb_disk_writer *w)
+{
+	if (!w)
+		return;
+	if (!w->finished && w->state)
+		w->fmt->abort(w->state);
+	free(w);
+}

@@ -1,0 +1,23 @@
+/* Internal: the built-in image formats. */
+#ifndef VMB_LIB_DISK_FORMAT_H
+#define VMB_LIB_DISK_FORMAT_H
+
+#include "vmbackup/sys/disk_format.h"
+
+extern const vmb_disk_format vmb_disk__raw_format;
+extern const vmb_disk_format vmb_disk__qcow2_format;
+extern const vmb_disk_format vmb_disk__vmdk_format;
+extern const vmb_disk_format vmb_disk__vdi_format;
+
+/* Limits every reader enforces. */
+#define VMB_DISK_MAX_CHAIN 64                 /* layers in a chain */
+#define VMB_DISK_MAX_SIZE (1ULL << 50)        /* 1 PiB virtual size */
+#define VMB_DISK_PROBE_BYTES 65536
+
+/* Look up a built-in format by name ("qcow2"); NULL if unknown. */
+const vmb_disk_format *vmb_disk__format_by_name(const char *name);
+
+/* Free the strings inside a vmb_layer_info. */
+void vmb_disk__layer_info_free(vmb_layer_info *info);
+
+#endif

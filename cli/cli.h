@@ -1,0 +1,66 @@
+/* The vmb command-line tool: shared helpers.  Public API only. */
+#ifndef VMB_CLI_H
+#define VMB_CLI_H
+
+#include <getopt.h>
+#include <stdio.h>
+#include "vmbackup.h"
+
+/* Exit codes (design.md). */
+#define EXIT_OK 0
+#define EXIT_ERR 1
+#define EXIT_USAGE 2
+#define EXIT_VERIFY 3
+
+/* Options every command takes. */
+typedef struct cli_common {
+	int json;
+	int quiet;
+	int progress;       /* --progress forces the bar on */
+	int verbose;
+	const char *passphrase_file;
+	const char *log_file;
+} cli_common;
+
+extern cli_common g;
+
+/* getopt_long entries for the common options; ids >= 1000. */
+#define CLI_COMMON_OPTIONS                                        \
+	{ "json", no_argument, NULL, 1000 },                      \
+	{ "quiet", no_argument, NULL, 1001 },                     \
+	{ "progress", no_argument, NULL, 1002 },                  \
+	{ "passphrase-file", required_argument, NULL, 1003 },     \
+	{ "log-file", required_argument, NULL, 1004 },            \
+	{ "verbose", no_argument, NULL, 'v' },                    \
+	{ "help", no_argument, NULL, 'h' }
+
+/* Handle a common option; returns 1 if it was one, -1 for --help. */
+int cli_common_opt(int c, const char *arg);
+/* Print "vmb: msg" for the last library error; return its exit code. */
+int cli_fail(int rc);
+/* Print a usage error and return EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...);
+/* Open a repository, getting the passphrase as design.md says. */
+int cli_open_repo(const char *url, vmb_repo **out);
+/* Passphrase for a new repository (asks twice on a terminal). */
+int cli_new_passphrase(char **out, const char *env, const char *file);
+/* Progress callback that draws a bar on stderr (if enabled). */
+int cli_progress(const vmb_progress *p, void *payload);
+void cli_progress_done(void);
+int cli_progress_enabled(void);
+/* Human-readable byte counts. */
+const char *cli_bytes(uint64_t n, char buf[32]);
+/* Print a JSON string literal. */
+void cli_json_str(FILE *f, const char *s);
+/* Print help text and return 0. */
+int cli_help(const char *text);
+
+typedef int (*cli_cmd_fn)(int argc, char **argv);
+int cmd_init(int argc, char **argv);
+int cmd_backup(int argc, char **argv);
+int cmd_snapshots(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+
+#endif

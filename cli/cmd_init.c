@@ -1,0 +1,125 @@
+/* vmb init */
+#include <stdlib.h>
+#include <string.h>
+#include "cli.h"
+
+static const char help[] =
+"NAME\n"
+"    vmb init - create a repository\n"
+"\n"
+"SYNOPSIS\n"
+"    vmb init REPO [--encryption repokey|none] [--chunk-size SIZE]\n"
+"             [--compression-level N]\n"
+"\n"
+"DESCRIPTION\n"
+"    Creates an empty repository at REPO: a folder path, file:///path,\n"
+"    nfs://HOST/EXPORT/PATH or s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX].\n"
+"    With repokey encryption (the default) a random master key encrypts\n"
+"    everything and is stored in the repository wrapped with your\n"
+"    passphrase (Argon2id).  Keep the passphrase: without it the\n"
+"    backups cannot be read.  With --encryption none, data is only\n"
+"    compressed and checksummed.\n"
+"\n"
+"OPTIONS\n"
+"    --encryption MODE      repokey (default) or none\n"
+"    --chunk-size SIZE      power of two from 64K to 16M (default 4M);\n"
+"                           dedup granularity of disk images\n"
+"    --compression-level N  zstd level 1..19 (default 1), 0 to disable\n"
+"    --passphrase-file F    read the new passphrase from F\n"
+"    --json                 print {\"repository\":...,\"id\":...}\n"
+"\n"
+"    The passphrase comes from --passphrase-file, VMB_PASSPHRASE, or is\n"
+"    asked for twice on a terminal.\n";
+
+int cmd_init(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "encryption", required_argument, NULL, 'e' },
+		{ "chunk-size", required_argument, NULL, 'c' },
+		{ "compression-level", required_argument, NULL, 'l' },
+		CLI_COMMON_OPTIONS, { 0 }
+	};
+	vmb_repo_init_options o = VMB_REPO_INIT_OPTIONS_INIT;
+	char *pass = NULL, *end;
+	int c, rc;
+
+	while ((c = getopt_long(argc, argv, "vh", opts, NULL)) != -1) {
+		int k = cli_common_opt(c, optarg);
+		if (k < 0)
+			return cli_help(help);
+		if (k)
+			continue;
+		switch (c) {
+		case 'e':
+			if (!strcmp(optarg, "repokey"))
+				o.encrypted = 1;
+			else if (!strcmp(optarg, "none"))
+				o.encrypted = 0;
+			else
+				return cli_usage_error("init", "unknown "
+						       "encryption '%s'", optarg);
+			break;
+		case 'c': {
+			uint64_t v = 0;
+			const char *s = optarg;
+			char *e2;
+			unsigned long long n = strtoull(s, &e2, 10);
+			switch (*e2) {
+			case 'k': case 'K': v = n << 10; e2++; break;
+			case 'm': case 'M': v = n << 20; e2++; break;
+			case 0: v = n; break;
+			default: v = 0;
+			}
+			if (*e2 == 'i')
+				e2++;
+			if (*e2 == 'B')
+				e2++;
+			if (*e2 || !v || v > (16u << 20))
+				return cli_usage_error("init", "bad chunk size "
+						       "'%s'", optarg);
+			o.chunk_size = (uint32_t)v;
+			break;
+		}
+		case 'l':
+			o.zstd_level = (int)strtol(optarg, &end, 10);
+			if (*end || o.zstd_level < 0 || o.zstd_level > 19)
+				return cli_usage_error("init", "bad compression "
+						       "level '%s'", optarg);
+			if (o.zstd_level == 0)
+				o.zstd_level = -1;
+			break;
+		default:
+			return cli_usage_error("init", "bad option");
+		}
+	}
+	if (optind + 1 != argc)
+		return cli_usage_error("init", "expected exactly one REPO");
+	if (o.encrypted) {
+		rc = cli_new_passphrase(&pass, NULL, g.passphrase_file);
+		if (rc)
+			return cli_fail(rc);
+	}
+	rc = vmb_repo_init(argv[optind], pass, &o);
+	if (pass) {
+		memset(pass, 0, strlen(pass));
+		free(pass);
+	}
+	if (rc)
+		return cli_fail(rc);
+	if (g.json) {
+		vmb_repo *r;
+		rc = cli_open_repo(argv[optind], &r);
+		if (rc)
+			return cli_fail(rc);
+		printf("{\"repository\":");
+		cli_json_str(stdout, argv[optind]);
+		printf(",\"id\":\"%s\",\"encryption\":\"%s\",\"chunk_size\":%u}\n",
+		       vmb_repo_id(r), vmb_repo_encrypted(r) ? "repokey" : "none",
+		       vmb_repo_chunk_size(r));
+		vmb_repo_close(r);
+	} else if (!g.quiet) {
+		printf("initialized %s repository at %s\n",
+		       o.encrypted ? "encrypted" : "unencrypted", argv[optind]);
+	}
+	return EXIT_OK;
+}

@@ -1,0 +1,216 @@
+/*
+ * vmbackup: repositories, backups, restores, snapshots and checks.
+ *
+ * A repository lives on a target (local directory, NFS, S3) and holds
+ * deduplicated, compressed and (by default) encrypted chunks of disk
+ * images, one index per backed-up disk and one manifest per snapshot.
+ * See docs/repository-format.md for the bytes.
+ */
+#ifndef VMBACKUP_REPO_H
+#define VMBACKUP_REPO_H
+
+#include "common.h"
+#include "disk.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct vmb_repo vmb_repo;
+typedef struct vmb_snapshot vmb_snapshot;
+
+#define VMB_DEFAULT_CHUNK_SIZE (4u << 20)
+#define VMB_MIN_CHUNK_SIZE (64u << 10)
+#define VMB_MAX_CHUNK_SIZE (16u << 20)
+
+/** Options for vmb_repo_init(); start from VMB_REPO_INIT_OPTIONS_INIT. */
+typedef struct vmb_repo_init_options {
+	unsigned version;    /**< VMB_REPO_INIT_OPTIONS_VERSION */
+	int encrypted;       /**< 1: "repokey" (default); 0: "none" */
+	uint32_t chunk_size; /**< power of two, 64 KiB..16 MiB; 0: 4 MiB */
+	int zstd_level;      /**< 0: default (1); -1: no compression */
+} vmb_repo_init_options;
+
+#define VMB_REPO_INIT_OPTIONS_VERSION 1
+#define VMB_REPO_INIT_OPTIONS_INIT { VMB_REPO_INIT_OPTIONS_VERSION, 1, 0, 0 }
+
+/**
+ * Create a repository at @p url (path, file://, nfs://, s3:).  The master
+ * key is random and wrapped with @p passphrase through Argon2id (ignored
+ * when unencrypted).  Fails with VMB_EEXISTS if one is already there.
+ */
+VMB_EXTERN(int) vmb_repo_init(const char *url, const char *passphrase,
+			      const vmb_repo_init_options *opts);
+
+/**
+ * Open a repository.  @return 0, VMB_ENOTFOUND (no repository there),
+ * VMB_EAUTH (wrong passphrase), or another error.
+ * @param[out] out  free with vmb_repo_close()
+ */
+VMB_EXTERN(int) vmb_repo_open(const char *url, const char *passphrase,
+			      vmb_repo **out);
+
+/** Close a repository; accepts NULL. */
+VMB_EXTERN(void) vmb_repo_close(vmb_repo *r);
+
+/** @return the repository id (32 hex characters). */
+VMB_EXTERN(const char *) vmb_repo_id(const vmb_repo *r);
+/** @return the chunk size new backups use. */
+VMB_EXTERN(uint32_t) vmb_repo_chunk_size(const vmb_repo *r);
+/** @return 1 if the repository encrypts its data. */
+VMB_EXTERN(int) vmb_repo_encrypted(const vmb_repo *r);
+
+/** One disk to back up. */
+typedef struct vmb_backup_source {
+	const char *path; /**< image file (format probed), or NULL if disk */
+	const char *name; /**< disk name in the snapshot; NULL: from path */
+	vmb_disk *disk;   /**< an already open disk (plugins), or NULL */
+} vmb_backup_source;
+
+/** Options for vmb_repo_backup(); start from VMB_BACKUP_OPTIONS_INIT. */
+typedef struct vmb_backup_options {
+	unsigned version;        /**< VMB_BACKUP_OPTIONS_VERSION */
+	const char *vm;          /**< VM name; NULL: first disk's name */
+	const char *const *tags; /**< tags, or NULL */
+	size_t ntags;
+	int full;                /**< ignore the parent snapshot */
+	int threads;             /**< worker threads; 0: one per core */
+	vmb_progress_fn progress;
+	void *progress_payload;
+	const char *config_format; /**< e.g. "libvirt-xml", or NULL */
+	const char *config;        /**< VM configuration to keep, or NULL */
+} vmb_backup_options;
+
+#define VMB_BACKUP_OPTIONS_VERSION 1
+#define VMB_BACKUP_OPTIONS_INIT { VMB_BACKUP_OPTIONS_VERSION, NULL, NULL, 0, \
+				  0, 0, NULL, NULL, NULL, NULL }
+
+/** What a backup did (the fields of `vmb backup --json`). */
+typedef struct vmb_backup_result {
+	char snapshot[33];     /**< new snapshot id */
+	uint64_t bytes_total;  /**< virtual size of all disks */
+	uint64_t bytes_read;   /**< bytes read from the sources */
+	uint64_t bytes_new;    /**< plaintext bytes of chunks not yet stored */
+	uint64_t bytes_stored; /**< bytes written to the target */
+	uint64_t chunks_total; /**< chunks in the snapshot, zero ones too */
+	uint64_t chunks_new;   /**< chunks written */
+	uint64_t chunks_zero;  /**< all-zero or unallocated chunks */
+	double seconds;
+	const char *cbt;       /**< static: "fingerprint", "none", ... */
+} vmb_backup_result;
+
+/**
+ * Back up disks as one new snapshot.  Chunks are written first; the
+ * snapshot manifest is written last, atomically, so an interrupted backup
+ * leaves no snapshot (only unreferenced chunks that the next backup
+ * reuses).  The parent is the latest snapshot of the same VM.
+ */
+VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
+				size_t nsrc, const vmb_backup_options *opts,
+				vmb_backup_result *result);
+
+/** Options for vmb_repo_restore(); start from VMB_RESTORE_OPTIONS_INIT. */
+typedef struct vmb_restore_options {
+	unsigned version;   /**< VMB_RESTORE_OPTIONS_VERSION */
+	const char *format; /**< "raw", "qcow2", "vmdk", "vdi"; NULL: as the
+				 source was */
+	const char *disk;   /**< restore only this disk; NULL: all */
+	int threads;        /**< 0: one per core */
+	vmb_progress_fn progress;
+	void *progress_payload;
+} vmb_restore_options;
+
+#define VMB_RESTORE_OPTIONS_VERSION 1
+#define VMB_RESTORE_OPTIONS_INIT { VMB_RESTORE_OPTIONS_VERSION, NULL, NULL, \
+				   0, NULL, NULL }
+
+typedef struct vmb_restore_result {
+	uint64_t bytes_total;   /**< virtual bytes restored */
+	uint64_t bytes_written; /**< data bytes written (holes excluded) */
+	size_t disks;
+	double seconds;
+} vmb_restore_result;
+
+/**
+ * Restore a snapshot into folder @p dir as DIR/<disk>.<ext> per disk, and
+ * the VM configuration beside them.  Existing files are never
+ * overwritten.  Every chunk is authenticated; a damaged one fails the
+ * restore with VMB_ECORRUPT and the partial file is removed.
+ */
+VMB_EXTERN(int) vmb_repo_restore(vmb_repo *r, const char *snap,
+				 const char *dir,
+				 const vmb_restore_options *opts,
+				 vmb_restore_result *result);
+
+/**
+ * Find a snapshot by reference: a full id, a unique id prefix, "latest",
+ * or "VM@latest".  VMB_ENOTFOUND / VMB_EAMBIGUOUS otherwise.
+ */
+VMB_EXTERN(int) vmb_repo_snapshot_find(vmb_repo *r, const char *ref,
+				       vmb_snapshot **out);
+
+/**
+ * List snapshots, oldest first, optionally only those of VM @p vm.
+ * @param[out] list  free with vmb_snapshot_list_free()
+ */
+VMB_EXTERN(int) vmb_repo_snapshots(vmb_repo *r, const char *vm,
+				   vmb_snapshot ***list, size_t *count);
+VMB_EXTERN(void) vmb_snapshot_list_free(vmb_snapshot **list, size_t count);
+VMB_EXTERN(void) vmb_snapshot_free(vmb_snapshot *s);
+
+/* Snapshot getters: the strings belong to the snapshot. */
+VMB_EXTERN(const char *) vmb_snapshot_id(const vmb_snapshot *s);
+VMB_EXTERN(const char *) vmb_snapshot_vm(const vmb_snapshot *s);
+VMB_EXTERN(const char *) vmb_snapshot_host(const vmb_snapshot *s);
+VMB_EXTERN(int64_t) vmb_snapshot_time(const vmb_snapshot *s);
+VMB_EXTERN(const char *) vmb_snapshot_parent(const vmb_snapshot *s);
+VMB_EXTERN(const char *) vmb_snapshot_cbt(const vmb_snapshot *s);
+VMB_EXTERN(size_t) vmb_snapshot_tag_count(const vmb_snapshot *s);
+VMB_EXTERN(const char *) vmb_snapshot_tag(const vmb_snapshot *s, size_t i);
+VMB_EXTERN(size_t) vmb_snapshot_disk_count(const vmb_snapshot *s);
+VMB_EXTERN(const char *) vmb_snapshot_disk_name(const vmb_snapshot *s,
+						 size_t i);
+VMB_EXTERN(const char *) vmb_snapshot_disk_format(const vmb_snapshot *s,
+						   size_t i);
+VMB_EXTERN(uint64_t) vmb_snapshot_disk_size(const vmb_snapshot *s, size_t i);
+/** @return the snapshot's manifest as JSON (belongs to the snapshot). */
+VMB_EXTERN(const char *) vmb_snapshot_json(const vmb_snapshot *s);
+
+/**
+ * Open one disk of a snapshot for random-access reads, straight from the
+ * repository (no restore).  Chunks are fetched and authenticated on
+ * demand.  @p disk NULL picks the first disk.
+ */
+VMB_EXTERN(int) vmb_snapshot_disk_open(vmb_repo *r, const vmb_snapshot *s,
+				       const char *disk, vmb_disk **out);
+
+/** What vmb_repo_check() looked at and found. */
+typedef struct vmb_check_result {
+	uint64_t snapshots;
+	uint64_t indexes;
+	uint64_t chunks_referenced;
+	uint64_t chunks_missing;
+	uint64_t errors; /**< every problem, each also logged as an error */
+} vmb_check_result;
+
+/**
+ * Fast metadata check: every manifest and index decodes and
+ * authenticates, every referenced chunk exists.  Problems are logged with
+ * vmb_log(VMB_LOG_ERROR, ...); returns VMB_EVERIFY if any was found.
+ */
+VMB_EXTERN(int) vmb_repo_check(vmb_repo *r, vmb_check_result *result);
+
+/**
+ * Take the repository's maintenance lock (prune, GC) for @p ttl seconds.
+ * The lock is a lease: it expires unless renewed, so a crashed holder
+ * never blocks the repository for good.  VMB_ELOCKED if someone else
+ * holds a live lease.
+ */
+VMB_EXTERN(int) vmb_repo_lock(vmb_repo *r, int ttl);
+/** Release the maintenance lock if this handle holds it. */
+VMB_EXTERN(int) vmb_repo_unlock(vmb_repo *r);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

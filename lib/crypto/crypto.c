@@ -1,0 +1,235 @@
+/* Key derivation, chunk ids, authenticated encryption, key wrapping. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sodium.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+#include "common/json.h"
+#include "common/util.h"
+#include "crypto.h"
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static int init_ok;
+
+static void do_init(void)
+{
+	init_ok = sodium_init() >= 0;
+}
+
+int vmb_crypto_init(void)
+{
+	pthread_once(&once, do_init);
+	return init_ok ? 0 : vmb_error_set(VMB_EGENERIC,
+					   "cannot initialise libsodium");
+}
+
+void vmb_crypto_random(void *out, size_t len)
+{
+	vmb_crypto_init();
+	randombytes_buf(out, len);
+}
+
+void vmb_crypto_derive(const uint8_t master[VMB_MASTER_KEY_BYTES],
+		       int encrypted, vmb_keys *k)
+{
+	static const char ctx[crypto_kdf_CONTEXTBYTES] = { 'v', 'm', 'b', 'k',
+							   'e', 'y', 's', '1' };
+	vmb_crypto_init();
+	memset(k, 0, sizeof *k);
+	k->encrypted = encrypted;
+	crypto_kdf_derive_from_key(k->enc, sizeof k->enc, 1, ctx, master);
+	crypto_kdf_derive_from_key(k->id, sizeof k->id, 2, ctx, master);
+	crypto_kdf_derive_from_key(k->mac, sizeof k->mac, 3, ctx, master);
+	for (int i = 0; i < 3; i++)
+		crypto_kdf_derive_from_key(k->fp + 64 * i, 64, 4 + (uint64_t)i,
+					   ctx, master);
+}
+
+void vmb_crypto_chunk_id(const vmb_keys *k, const void *data, size_t len,
+			 uint8_t id[VMB_ID_BYTES])
+{
+	crypto_generichash(id, VMB_ID_BYTES, data, len, k->id, sizeof k->id);
+}
+
+void vmb_crypto_fingerprint(const vmb_keys *k, const void *data, size_t len,
+			    uint8_t fp[16])
+{
+	XXH128_hash_t h = XXH3_128bits_withSecret(data, len, k->fp,
+						  sizeof k->fp);
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, h);
+	memcpy(fp, c.digest, 16);
+}
+
+void vmb_crypto_seal(const vmb_keys *k, const uint8_t *ad, size_t adlen,
+		     const uint8_t *in, size_t len, uint8_t *out)
+{
+	unsigned long long clen;
+	randombytes_buf(out, VMB_SEAL_NONCE_BYTES);
+	crypto_aead_xchacha20poly1305_ietf_encrypt(
+		out + VMB_SEAL_NONCE_BYTES, &clen, in, len, ad, adlen, NULL,
+		out, k->enc);
+}
+
+int vmb_crypto_open(const vmb_keys *k, const uint8_t *ad, size_t adlen,
+		    const uint8_t *in, size_t inlen, uint8_t *out)
+{
+	unsigned long long mlen;
+	if (inlen < VMB_SEAL_NONCE_BYTES + VMB_SEAL_TAG_BYTES)
+		return VMB_EAUTH;
+	if (crypto_aead_xchacha20poly1305_ietf_decrypt(
+		    out, &mlen, NULL, in + VMB_SEAL_NONCE_BYTES,
+		    inlen - VMB_SEAL_NONCE_BYTES, ad, adlen, in, k->enc) != 0)
+		return VMB_EAUTH;
+	return 0;
+}
+
+void vmb_crypto_mac(const vmb_keys *k, const uint8_t *ad, size_t adlen,
+		    const uint8_t *data, size_t len,
+		    uint8_t mac[VMB_MAC_BYTES])
+{
+	crypto_generichash_state st;
+	crypto_generichash_init(&st, k->mac, sizeof k->mac, VMB_MAC_BYTES);
+	crypto_generichash_update(&st, ad, adlen);
+	crypto_generichash_update(&st, data, len);
+	crypto_generichash_final(&st, mac, VMB_MAC_BYTES);
+}
+
+static const uint8_t key_ad[] = "vmbackup master key v1";
+
+static void kdf_params(unsigned long long *ops, size_t *mem)
+{
+	const char *o = getenv("VMB_KDF_OPSLIMIT");
+	const char *m = getenv("VMB_KDF_MEMLIMIT");
+	*ops = crypto_pwhash_OPSLIMIT_MODERATE;        /* 3 */
+	*mem = crypto_pwhash_MEMLIMIT_INTERACTIVE * 2; /* 128 MiB */
+	if (o && atoi(o) >= (int)crypto_pwhash_OPSLIMIT_MIN)
+		*ops = (unsigned long long)atoi(o);
+	if (m && strtoull(m, NULL, 10) >= crypto_pwhash_MEMLIMIT_MIN)
+		*mem = (size_t)strtoull(m, NULL, 10);
+}
+
+int vmb_crypto_wrap_key(const uint8_t master[VMB_MASTER_KEY_BYTES],
+			const char *pass, size_t passlen, int encrypted,
+			char **json)
+{
+	uint8_t salt[crypto_pwhash_SALTBYTES], kek[32];
+	uint8_t sealed[VMB_SEAL_NONCE_BYTES + VMB_MASTER_KEY_BYTES +
+		       VMB_SEAL_TAG_BYTES];
+	char hsalt[2 * sizeof salt + 1], hsealed[2 * sizeof sealed + 1];
+	char hkey[2 * VMB_MASTER_KEY_BYTES + 1];
+	unsigned long long ops;
+	size_t mem;
+	vmb_buf b;
+	vmb_keys k;
+
+	*json = NULL;
+	vmb_crypto_init();
+	vmb_buf_init(&b);
+	if (!encrypted) {
+		vmb_hex(master, VMB_MASTER_KEY_BYTES, hkey);
+		vmb_buf_printf(&b, "{\"version\":1,\"kdf\":\"none\","
+			       "\"key\":\"%s\",\"created\":%lld}\n", hkey,
+			       (long long)time(NULL));
+		sodium_memzero(hkey, sizeof hkey);
+		*json = vmb_buf_detach(&b);
+		return *json ? 0 : VMB_ENOMEM;
+	}
+	kdf_params(&ops, &mem);
+	randombytes_buf(salt, sizeof salt);
+	if (crypto_pwhash(kek, sizeof kek, pass, passlen, salt, ops, mem,
+			  crypto_pwhash_ALG_ARGON2ID13) != 0)
+		return vmb_error_set(VMB_ENOMEM,
+				     "not enough memory for Argon2id (%zu bytes)",
+				     mem);
+	memset(&k, 0, sizeof k);
+	memcpy(k.enc, kek, sizeof kek);
+	vmb_crypto_seal(&k, key_ad, sizeof key_ad - 1, master,
+			VMB_MASTER_KEY_BYTES, sealed);
+	sodium_memzero(&k, sizeof k);
+	sodium_memzero(kek, sizeof kek);
+	vmb_hex(salt, sizeof salt, hsalt);
+	vmb_hex(sealed, sizeof sealed, hsealed);
+	vmb_buf_printf(&b, "{\"version\":1,\"kdf\":\"argon2id13\","
+		       "\"opslimit\":%llu,\"memlimit\":%zu,\"salt\":\"%s\","
+		       "\"sealed_key\":\"%s\",\"created\":%lld}\n",
+		       ops, mem, hsalt, hsealed, (long long)time(NULL));
+	*json = vmb_buf_detach(&b);
+	return *json ? 0 : VMB_ENOMEM;
+}
+
+int vmb_crypto_unwrap_key(const char *json, size_t len, const char *pass,
+			  size_t passlen, const char *what,
+			  uint8_t master[VMB_MASTER_KEY_BYTES], int *encrypted)
+{
+	vmb_json *j;
+	const char *kdf, *hsalt, *hsealed;
+	uint64_t ops, mem, ver;
+	uint8_t salt[crypto_pwhash_SALTBYTES], kek[32];
+	uint8_t sealed[VMB_SEAL_NONCE_BYTES + VMB_MASTER_KEY_BYTES +
+		       VMB_SEAL_TAG_BYTES];
+	vmb_keys k;
+	int r;
+
+	vmb_crypto_init();
+	r = vmb_json_parse(json, len, what, &j);
+	if (r)
+		return r;
+	r = VMB_ECORRUPT;
+	if (vmb_json_u64(j, "version", &ver) || ver != 1 ||
+	    !(kdf = vmb_json_str(j, "kdf"))) {
+		vmb_error_set(VMB_ECORRUPT, "%s: not a vmbackup key file",
+			      what);
+		goto out;
+	}
+	if (strcmp(kdf, "none") == 0) {
+		const char *hk = vmb_json_str(j, "key");
+		if (!hk || vmb_unhex(hk, master, VMB_MASTER_KEY_BYTES)) {
+			vmb_error_set(VMB_ECORRUPT, "%s: damaged key", what);
+			goto out;
+		}
+		*encrypted = 0;
+		r = 0;
+		goto out;
+	}
+	if (strcmp(kdf, "argon2id13") != 0 ||
+	    vmb_json_u64(j, "opslimit", &ops) ||
+	    vmb_json_u64(j, "memlimit", &mem) ||
+	    !(hsalt = vmb_json_str(j, "salt")) ||
+	    !(hsealed = vmb_json_str(j, "sealed_key")) ||
+	    vmb_unhex(hsalt, salt, sizeof salt) ||
+	    vmb_unhex(hsealed, sealed, sizeof sealed)) {
+		vmb_error_set(VMB_ECORRUPT, "%s: damaged key file", what);
+		goto out;
+	}
+	/* refuse parameters that would let a hostile key file exhaust us */
+	if (ops < crypto_pwhash_OPSLIMIT_MIN || ops > 64 ||
+	    mem < crypto_pwhash_MEMLIMIT_MIN || mem > (4ULL << 30)) {
+		vmb_error_set(VMB_ECORRUPT,
+			      "%s: key file has unreasonable KDF parameters",
+			      what);
+		goto out;
+	}
+	if (crypto_pwhash(kek, sizeof kek, pass, passlen, salt, ops,
+			  (size_t)mem, crypto_pwhash_ALG_ARGON2ID13) != 0) {
+		r = vmb_error_set(VMB_ENOMEM,
+				  "not enough memory for Argon2id");
+		goto out;
+	}
+	memset(&k, 0, sizeof k);
+	memcpy(k.enc, kek, sizeof kek);
+	if (vmb_crypto_open(&k, key_ad, sizeof key_ad - 1, sealed,
+			    sizeof sealed, master) != 0) {
+		r = vmb_error_set(VMB_EAUTH, "wrong passphrase");
+	} else {
+		*encrypted = 1;
+		r = 0;
+	}
+	sodium_memzero(&k, sizeof k);
+	sodium_memzero(kek, sizeof kek);
+out:
+	vmb_json_free(j);
+	return r;
+}

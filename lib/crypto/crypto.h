@@ -1,0 +1,64 @@
+/* Internal: keys, chunk ids, sealing and key wrapping (libsodium only). */
+#ifndef VMB_LIB_CRYPTO_CRYPTO_H
+#define VMB_LIB_CRYPTO_CRYPTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define VMB_MASTER_KEY_BYTES 32
+#define VMB_ID_BYTES 32
+#define VMB_FP_SECRET_BYTES 192
+#define VMB_SEAL_NONCE_BYTES 24
+#define VMB_SEAL_TAG_BYTES 16
+#define VMB_MAC_BYTES 16
+
+typedef struct vmb_keys {
+	int encrypted;                      /* seal blobs with enc */
+	uint8_t enc[32];                    /* XChaCha20-Poly1305 key */
+	uint8_t id[32];                     /* keyed BLAKE2b for chunk ids */
+	uint8_t mac[32];                    /* keyed BLAKE2b MAC (plain repos) */
+	uint8_t fp[VMB_FP_SECRET_BYTES];    /* xxh3 secret */
+} vmb_keys;
+
+/* sodium_init() once; returns 0 or VMB_EGENERIC. */
+int vmb_crypto_init(void);
+
+/* Fill @out with random bytes. */
+void vmb_crypto_random(void *out, size_t len);
+
+/* Derive the subkeys from the master key. */
+void vmb_crypto_derive(const uint8_t master[VMB_MASTER_KEY_BYTES],
+		       int encrypted, vmb_keys *k);
+
+/* Chunk id: keyed BLAKE2b-256 of the plaintext. */
+void vmb_crypto_chunk_id(const vmb_keys *k, const void *data, size_t len,
+			 uint8_t id[VMB_ID_BYTES]);
+
+/* Fingerprint: XXH3-128 with the per-repository secret. */
+void vmb_crypto_fingerprint(const vmb_keys *k, const void *data, size_t len,
+			    uint8_t fp[16]);
+
+/* Seal in place: out gets nonce || ciphertext || tag
+ * (len + VMB_SEAL_NONCE_BYTES + VMB_SEAL_TAG_BYTES bytes). */
+void vmb_crypto_seal(const vmb_keys *k, const uint8_t *ad, size_t adlen,
+		     const uint8_t *in, size_t len, uint8_t *out);
+/* Open: in is nonce || ciphertext || tag.  Returns 0 or VMB_EAUTH. */
+int vmb_crypto_open(const vmb_keys *k, const uint8_t *ad, size_t adlen,
+		    const uint8_t *in, size_t inlen, uint8_t *out);
+
+/* Keyed MAC (unencrypted repositories). */
+void vmb_crypto_mac(const vmb_keys *k, const uint8_t *ad, size_t adlen,
+		    const uint8_t *data, size_t len,
+		    uint8_t mac[VMB_MAC_BYTES]);
+
+/* Key files.  Argon2id parameters: opslimit/memlimit of 0 pick defaults
+ * (or $VMB_KDF_OPSLIMIT / $VMB_KDF_MEMLIMIT for tests). */
+int vmb_crypto_wrap_key(const uint8_t master[VMB_MASTER_KEY_BYTES],
+			const char *pass, size_t passlen, int encrypted,
+			char **json);
+/* VMB_EAUTH for a wrong passphrase, VMB_ECORRUPT for a damaged file. */
+int vmb_crypto_unwrap_key(const char *json, size_t len, const char *pass,
+			  size_t passlen, const char *what,
+			  uint8_t master[VMB_MASTER_KEY_BYTES], int *encrypted);
+
+#endif

@@ -1,0 +1,602 @@
+/*
+ * The backup pipeline.  The calling thread walks each disk's allocation
+ * map and reads only allocated data, one chunk at a time; worker threads
+ * fingerprint, hash, compress, seal and upload in parallel.  The job
+ * queue is bounded, so memory stays at about (threads * 2 + 2) chunks
+ * whatever the disk size.  The manifest is written last.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "common/pool.h"
+#include "common/util.h"
+#include "repo_internal.h"
+
+struct worker_state {
+	ZSTD_CCtx *cctx;
+	uint8_t *out;
+};
+
+struct bctx {
+	vmb_repo *r;
+	vmb_index *ix;          /* index being built */
+	const vmb_index *parent; /* parent's index of this disk or NULL */
+	struct worker_state *ws;
+	size_t outcap;
+	/* buffer free list */
+	pthread_mutex_t lock;
+	pthread_cond_t buf_cv;
+	uint8_t **bufs;
+	int nfree;
+	/* stats (under lock) */
+	uint64_t bytes_new, bytes_stored, chunks_new, fp_reused;
+	/* first error */
+	int err;
+	char errmsg[1024];
+};
+
+struct job {
+	struct bctx *c;
+	uint64_t idx;
+	uint32_t len;
+	uint8_t *buf;
+};
+
+static uint8_t *get_buf(struct bctx *c)
+{
+	uint8_t *b;
+	pthread_mutex_lock(&c->lock);
+	while (!c->nfree)
+		pthread_cond_wait(&c->buf_cv, &c->lock);
+	b = c->bufs[--c->nfree];
+	pthread_mutex_unlock(&c->lock);
+	return b;
+}
+
+static void put_buf(struct bctx *c, uint8_t *b)
+{
+	pthread_mutex_lock(&c->lock);
+	c->bufs[c->nfree++] = b;
+	pthread_cond_signal(&c->buf_cv);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void set_err(struct bctx *c, int rc)
+{
+	pthread_mutex_lock(&c->lock);
+	if (!c->err) {
+		c->err = rc;
+		snprintf(c->errmsg, sizeof c->errmsg, "%s",
+			 vmb_error_message());
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void chunk_job(void *arg, int worker)
+{
+	struct job *j = arg;
+	struct bctx *c = j->c;
+	vmb_repo *r = c->r;
+	vmb_index_entry *e = &c->ix->e[j->idx];
+	struct worker_state *ws = &c->ws[worker];
+	int rc = 0, fresh;
+
+	if (c->err)
+		goto out;
+	if (vmb_is_zero(j->buf, j->len)) {
+		e->kind = VMB_CHUNK_ZERO;
+		goto out;
+	}
+	e->kind = VMB_CHUNK_DATA;
+	vmb_crypto_fingerprint(&r->keys, j->buf, j->len, e->fp);
+	if (c->parent && j->idx < c->parent->count &&
+	    c->parent->e[j->idx].kind == VMB_CHUNK_DATA &&
+	    vmb_index_chunk_len(c->parent, j->idx) == j->len &&
+	    memcmp(c->parent->e[j->idx].fp, e->fp, 16) == 0) {
+		/* unchanged since the parent: reuse its id, no BLAKE2b */
+		memcpy(e->id, c->parent->e[j->idx].id, 32);
+		pthread_mutex_lock(&c->lock);
+		c->fp_reused++;
+		pthread_mutex_unlock(&c->lock);
+		goto out;
+	}
+	vmb_crypto_chunk_id(&r->keys, j->buf, j->len, e->id);
+	pthread_mutex_lock(&r->known_lock);
+	fresh = vmb_idset_add(&r->known, e->id);
+	pthread_mutex_unlock(&r->known_lock);
+	if (fresh < 0) {
+		rc = VMB_ENOMEM;
+		goto fail;
+	}
+	if (!fresh)
+		goto out;
+	char name[80];
+	uint64_t sz;
+	vmb_chunk_name(e->id, name);
+	rc = vmb_target_stat(r->t, name, &sz, NULL);
+	if (rc == 0)
+		goto out; /* stored by an earlier (maybe interrupted) run */
+	if (rc != VMB_ENOTFOUND)
+		goto fail;
+	size_t n;
+	rc = vmb_blob_encode(&r->keys, VMB_BLOB_CHUNK, e->id, 32, j->buf,
+			     j->len, r->zstd_level, ws->cctx, ws->out, &n);
+	if (!rc)
+		rc = vmb_target_put(r->t, name, ws->out, n);
+	if (rc)
+		goto fail;
+	pthread_mutex_lock(&c->lock);
+	c->bytes_new += j->len;
+	c->bytes_stored += n;
+	c->chunks_new++;
+	pthread_mutex_unlock(&c->lock);
+	goto out;
+fail:
+	/* do not let the known set claim a chunk that never got stored */
+	set_err(c, rc);
+out:
+	put_buf(c, j->buf);
+	free(j);
+}
+
+struct chunk_map {
+	vmb_extent ext[64];
+	int n;
+	int overflow;
+	int has_data;
+};
+
+static int chunk_map_cb(const vmb_extent *e, void *payload)
+{
+	struct chunk_map *m = payload;
+	if (e->kind != VMB_EXTENT_DATA)
+		return 0;
+	m->has_data = 1;
+	if (m->n == 64) {
+		m->overflow = 1; /* too fragmented: read the whole chunk */
+		return 1;
+	}
+	m->ext[m->n++] = *e;
+	return 0;
+}
+
+static char *disk_name_from_path(const char *path)
+{
+	const char *base = strrchr(path, '/');
+	char *n, *dot;
+	base = base ? base + 1 : path;
+	n = vmb_strdup(*base ? base : "disk");
+	if (!n)
+		return NULL;
+	dot = strrchr(n, '.');
+	if (dot && dot != n)
+		*dot = 0;
+	for (char *p = n; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' ||
+		      *p == '-'))
+			*p = '_';
+	if (n[0] == '.')
+		n[0] = '_';
+	return n;
+}
+
+struct progress_state {
+	const vmb_backup_options *o;
+	double last;
+	vmb_progress p;
+};
+
+static int report(struct progress_state *ps, int force)
+{
+	double now = vmb_now();
+	if (!ps->o->progress || (!force && now - ps->last < 0.2))
+		return 0;
+	ps->last = now;
+	if (ps->o->progress(&ps->p, ps->o->progress_payload))
+		return vmb_error_set(VMB_ECANCELED, "backup cancelled");
+	return 0;
+}
+
+/* Back up one disk into c->ix.  Returns 0 or an error. */
+static int backup_disk(struct bctx *c, vmb_pool *pool, vmb_disk *d,
+		       struct progress_state *ps, uint64_t *bytes_read)
+{
+	vmb_index *ix = c->ix;
+	int rc = 0;
+	for (uint64_t i = 0; i < ix->count && !c->err; i++) {
+		uint64_t off = i * ix->chunk_size;
+		uint32_t len = vmb_index_chunk_len(ix, i);
+		struct chunk_map m;
+		struct job *j;
+		memset(&m, 0, sizeof m);
+		rc = vmb_disk_map(d, off, len, chunk_map_cb, &m);
+		if (rc)
+			return rc;
+		ps->p.bytes_done += len;
+		if (!m.has_data) {
+			ix->e[i].kind = VMB_CHUNK_ZERO; /* never read */
+		} else {
+			j = vmb_malloc(sizeof *j);
+			if (!j)
+				return VMB_ENOMEM;
+			j->c = c;
+			j->idx = i;
+			j->len = len;
+			j->buf = get_buf(c);
+			if (m.overflow) {
+				rc = vmb_disk_read(d, j->buf, off, len);
+				*bytes_read += len;
+			} else {
+				uint64_t pos = off;
+				for (int k = 0; k < m.n && !rc; k++) {
+					vmb_extent *e = &m.ext[k];
+					if (e->offset > pos)
+						memset(j->buf + (pos - off), 0,
+						       e->offset - pos);
+					rc = vmb_disk_read(d, j->buf + (e->offset - off),
+							   e->offset, e->length);
+					*bytes_read += e->length;
+					pos = e->offset + e->length;
+				}
+				if (!rc && pos < off + len)
+					memset(j->buf + (pos - off), 0,
+					       off + len - pos);
+			}
+			if (rc) {
+				put_buf(c, j->buf);
+				free(j);
+				return rc;
+			}
+			vmb_pool_submit(pool, chunk_job, j);
+		}
+		ps->p.bytes_read = *bytes_read;
+		if ((rc = report(ps, 0)))
+			return rc;
+	}
+	return 0;
+}
+
+static int find_parent(vmb_repo *r, const char *vm, vmb_snapshot **out)
+{
+	vmb_snapshot **list;
+	size_t n;
+	int rc = vmb_repo_snapshots(r, vm, &list, &n);
+	*out = NULL;
+	if (rc)
+		return rc;
+	if (n) {
+		*out = list[n - 1];
+		list[n - 1] = NULL;
+	}
+	vmb_snapshot_list_free(list, n ? n - 1 : 0);
+	return 0;
+}
+
+static void add_index_ids(vmb_repo *r, const vmb_index *ix)
+{
+	pthread_mutex_lock(&r->known_lock);
+	for (uint64_t i = 0; i < ix->count; i++)
+		if (ix->e[i].kind == VMB_CHUNK_DATA)
+			vmb_idset_add(&r->known, ix->e[i].id);
+	pthread_mutex_unlock(&r->known_lock);
+}
+
+VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
+				size_t nsrc, const vmb_backup_options *opts,
+				vmb_backup_result *res)
+{
+	vmb_backup_options def = VMB_BACKUP_OPTIONS_INIT;
+	struct bctx c;
+	vmb_pool *pool = NULL;
+	vmb_snapshot snap, *parent = NULL;
+	vmb_disk **disks = NULL;
+	int *own = NULL;
+	vmb_index *ixs = NULL;
+	struct progress_state ps;
+	char host[256] = "", session[64] = "", *json = NULL, stats[512];
+	uint8_t sid[16];
+	int rc = 0, nthreads, nbufs, used_parent = 0;
+	double t0 = vmb_now();
+
+	if (!opts)
+		opts = &def;
+	memset(res, 0, sizeof *res);
+	memset(&snap, 0, sizeof snap);
+	memset(&c, 0, sizeof c);
+	memset(&ps, 0, sizeof ps);
+	ps.o = opts;
+	ps.p.phase = "backup";
+	pthread_mutex_init(&c.lock, NULL);
+	pthread_cond_init(&c.buf_cv, NULL);
+	c.r = r;
+	if (!nsrc || nsrc > 256)
+		return vmb_error_set(VMB_EINVAL, "a backup needs 1 to 256 disks");
+
+	disks = vmb_calloc(nsrc, sizeof *disks);
+	own = vmb_calloc(nsrc, sizeof *own);
+	ixs = vmb_calloc(nsrc, sizeof *ixs);
+	snap.disks = vmb_calloc(nsrc, sizeof *snap.disks);
+	if (!disks || !own || !ixs || !snap.disks) {
+		rc = VMB_ENOMEM;
+		goto out;
+	}
+	/* open every source first: fail before writing anything */
+	for (size_t i = 0; i < nsrc; i++) {
+		vmb_mdisk *m = &snap.disks[i];
+		if (src[i].disk) {
+			disks[i] = src[i].disk;
+		} else {
+			if (!src[i].path) {
+				rc = vmb_error_set(VMB_EINVAL, "source %zu has "
+						   "neither a path nor a disk", i);
+				goto out;
+			}
+			rc = vmb_disk_open(src[i].path, 0, &disks[i]);
+			if (rc)
+				goto out;
+			own[i] = 1;
+		}
+		m->name = src[i].name ? vmb_strdup(src[i].name)
+				      : disk_name_from_path(src[i].path ?
+							    src[i].path : "disk");
+		m->source = vmb_strdup(src[i].path ? src[i].path : "");
+		m->format = vmb_strdup(vmb_disk_format_name(disks[i]));
+		m->size = vmb_disk_size(disks[i]);
+		m->chunk_size = r->chunk_size;
+		if (!m->name || !m->source || !m->format) {
+			rc = VMB_ENOMEM;
+			goto out;
+		}
+		/* unique names */
+		for (size_t k = 0; k < i; k++) {
+			if (strcmp(snap.disks[k].name, m->name) == 0) {
+				char *nn = vmb_asprintf("%s-%zu", m->name, i + 1);
+				free(m->name);
+				m->name = nn;
+				if (!nn) {
+					rc = VMB_ENOMEM;
+					goto out;
+				}
+				k = (size_t)-1;
+			}
+		}
+		snap.ndisks++;
+		res->bytes_total += m->size;
+	}
+	ps.p.bytes_total = res->bytes_total;
+
+	snap.vm = vmb_strdup(opts->vm ? opts->vm : snap.disks[0].name);
+	if (!snap.vm || !*snap.vm) {
+		rc = vmb_error_set(VMB_EINVAL, "empty VM name");
+		goto out;
+	}
+	if (!opts->full) {
+		rc = find_parent(r, snap.vm, &parent);
+		if (rc)
+			goto out;
+	}
+	if (!r->known_loaded)
+		vmb_repo__cache_load(r);
+
+	/* announce the running backup (GC keeps what it may reuse) */
+	vmb_crypto_random(sid, sizeof sid);
+	vmb_hex(sid, sizeof sid, snap.id);
+	gethostname(host, sizeof host - 1);
+	snprintf(session, sizeof session, "sessions/%s", snap.id);
+	{
+		char sbuf[512];
+		snprintf(sbuf, sizeof sbuf, "{\"started\":%lld,\"host\":\"%s\","
+			 "\"pid\":%d}\n", (long long)time(NULL), host,
+			 (int)getpid());
+		rc = vmb_target_put(r->t, session, sbuf, strlen(sbuf));
+		if (rc) {
+			session[0] = 0;
+			goto out;
+		}
+	}
+
+	nthreads = opts->threads > 0 ? opts->threads
+				     : vmb_pool_default_threads();
+	nbufs = nthreads * 2 + 2;
+	c.outcap = vmb_blob_bound(r->chunk_size);
+	c.ws = vmb_calloc((size_t)nthreads, sizeof *c.ws);
+	c.bufs = vmb_calloc((size_t)nbufs, sizeof *c.bufs);
+	if (!c.ws || !c.bufs) {
+		rc = VMB_ENOMEM;
+		goto out;
+	}
+	for (int i = 0; i < nthreads; i++) {
+		c.ws[i].cctx = ZSTD_createCCtx();
+		c.ws[i].out = vmb_malloc(c.outcap);
+		if (!c.ws[i].cctx || !c.ws[i].out) {
+			rc = VMB_ENOMEM;
+			goto out;
+		}
+	}
+	for (int i = 0; i < nbufs; i++) {
+		c.bufs[i] = vmb_malloc(r->chunk_size);
+		if (!c.bufs[i]) {
+			rc = VMB_ENOMEM;
+			goto out;
+		}
+		c.nfree++;
+	}
+	rc = vmb_pool_new(nthreads, nthreads * 2, &pool);
+	if (rc)
+		goto out;
+
+	for (size_t i = 0; i < nsrc && !rc; i++) {
+		vmb_mdisk *m = &snap.disks[i];
+		vmb_index pix;
+		int have_parent = 0;
+		memset(&pix, 0, sizeof pix);
+		rc = vmb_index_alloc(&ixs[i], m->size, r->chunk_size);
+		if (rc)
+			break;
+		if (parent) {
+			for (size_t k = 0; k < parent->ndisks; k++) {
+				vmb_mdisk *pm = &parent->disks[k];
+				if (strcmp(pm->name, m->name) == 0 &&
+				    pm->chunk_size == r->chunk_size) {
+					rc = vmb_repo__load_index(r, pm->index,
+								  &pix);
+					if (rc) {
+						/* a damaged parent only costs speed */
+						vmb_log(VMB_LOG_WARN, "parent snapshot "
+							"%s unusable (%s); reading "
+							"everything", parent->id,
+							vmb_error_message());
+						rc = 0;
+					} else {
+						have_parent = 1;
+						add_index_ids(r, &pix);
+					}
+					break;
+				}
+			}
+		}
+		c.ix = &ixs[i];
+		c.parent = have_parent ? &pix : NULL;
+		m->cbt = vmb_strdup(have_parent ? "fingerprint" : "none");
+		used_parent |= have_parent;
+		ps.p.item = m->name;
+		rc = backup_disk(&c, pool, disks[i], &ps, &res->bytes_read);
+		vmb_pool_wait(pool);
+		vmb_index_free(&pix);
+		if (!rc && c.err) {
+			vmb_error_set(c.err, "%s", c.errmsg);
+			rc = c.err;
+		}
+		if (rc)
+			break;
+		/* store the index, named by its keyed hash */
+		uint8_t *ib, hid[32];
+		size_t ilen;
+		char iname[100];
+		rc = vmb_index_encode(&ixs[i], &ib, &ilen);
+		if (rc)
+			break;
+		vmb_crypto_chunk_id(&r->keys, ib, ilen, hid);
+		vmb_hex(hid, 32, m->index);
+		snprintf(iname, sizeof iname, "indexes/%s", m->index);
+		uint64_t isz;
+		if (vmb_target_stat(r->t, iname, &isz, NULL) != 0)
+			rc = vmb_repo__put_blob(r, VMB_BLOB_INDEX, iname,
+						(uint8_t *)iname, strlen(iname),
+						ib, ilen, &c.bytes_stored);
+		free(ib);
+		for (uint64_t k = 0; k < ixs[i].count; k++) {
+			m->chunks++;
+			if (ixs[i].e[k].kind == VMB_CHUNK_ZERO)
+				m->zero_chunks++;
+		}
+		res->chunks_total += m->chunks;
+		res->chunks_zero += m->zero_chunks;
+	}
+	if (rc)
+		goto out;
+	report(&ps, 1);
+
+	/* the manifest, last */
+	snap.time = (int64_t)time(NULL);
+	snap.host = vmb_strdup(host);
+	snap.parent = parent && used_parent ? vmb_strdup(parent->id) : NULL;
+	snap.cbt = vmb_strdup(used_parent ? "fingerprint" : "none");
+	snap.tags = (char **)opts->tags;
+	snap.ntags = opts->ntags;
+	snap.config = (char *)opts->config;
+	snap.config_format = (char *)opts->config_format;
+	res->bytes_new = c.bytes_new;
+	res->chunks_new = c.chunks_new;
+	res->cbt = used_parent ? "fingerprint" : "none";
+	res->seconds = vmb_now() - t0;
+	snprintf(stats, sizeof stats, "{\"bytes_total\":%llu,\"bytes_read\":"
+		 "%llu,\"bytes_new\":%llu,\"bytes_stored\":%llu,"
+		 "\"chunks_total\":%llu,\"chunks_new\":%llu,"
+		 "\"chunks_zero\":%llu,\"seconds\":%.3f}",
+		 (unsigned long long)res->bytes_total,
+		 (unsigned long long)res->bytes_read,
+		 (unsigned long long)c.bytes_new,
+		 (unsigned long long)c.bytes_stored,
+		 (unsigned long long)res->chunks_total,
+		 (unsigned long long)c.chunks_new,
+		 (unsigned long long)res->chunks_zero, res->seconds);
+	json = vmb_repo__manifest_json(&snap, stats);
+	snap.tags = NULL;
+	snap.ntags = 0;
+	snap.config = snap.config_format = NULL;
+	if (!json) {
+		rc = VMB_ENOMEM;
+		goto out;
+	}
+	{
+		char mname[64];
+		snprintf(mname, sizeof mname, "snapshots/%s", snap.id);
+		rc = vmb_repo__put_blob(r, VMB_BLOB_MANIFEST, mname,
+					(uint8_t *)mname, strlen(mname), json,
+					strlen(json), &c.bytes_stored);
+	}
+	if (rc)
+		goto out;
+	memcpy(res->snapshot, snap.id, 33);
+	res->bytes_stored = c.bytes_stored;
+	res->seconds = vmb_now() - t0;
+	vmb_repo__cache_save(r);
+out:
+	if (pool) {
+		vmb_pool_wait(pool);
+		vmb_pool_free(pool);
+	}
+	if (session[0]) {
+		int e = vmb_error_code();
+		char msg[1024];
+		snprintf(msg, sizeof msg, "%s", vmb_error_message());
+		vmb_target_delete(r->t, session);
+		if (rc)
+			vmb_error_set(e, "%s", msg);
+	}
+	if (rc) {
+		/* the in-memory known set may hold ids whose upload failed */
+		pthread_mutex_lock(&r->known_lock);
+		vmb_idset_free(&r->known);
+		pthread_mutex_unlock(&r->known_lock);
+		r->known_loaded = 0;
+	}
+	for (int i = 0; c.ws && i < (opts->threads > 0 ? opts->threads :
+				     vmb_pool_default_threads()); i++) {
+		ZSTD_freeCCtx(c.ws[i].cctx);
+		free(c.ws[i].out);
+	}
+	free(c.ws);
+	if (c.bufs) {
+		for (int i = 0; i < c.nfree; i++)
+			free(c.bufs[i]);
+		free(c.bufs);
+	}
+	for (size_t i = 0; i < nsrc; i++) {
+		if (disks && own && own[i])
+			vmb_disk_close(disks[i]);
+		if (ixs)
+			vmb_index_free(&ixs[i]);
+	}
+	free(disks);
+	free(own);
+	free(ixs);
+	free(json);
+	vmb_snapshot_free(parent);
+	/* snap's strings are ours; its tags/config were borrowed */
+	{
+		vmb_snapshot *sp = vmb_calloc(1, sizeof *sp);
+		if (sp) {
+			*sp = snap;
+			vmb_snapshot_free(sp);
+		}
+	}
+	pthread_mutex_destroy(&c.lock);
+	pthread_cond_destroy(&c.buf_cv);
+	return rc;
+}

@@ -1,0 +1,610 @@
+/* Repository init/open, configuration, keys, object helpers, cache, lock. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <sodium.h>
+#include "common/json.h"
+#include "common/util.h"
+#include "repo_internal.h"
+
+#define CONFIG_MAX (64 << 10)
+
+/* ---- id set ---- */
+
+static size_t slot_of(const uint8_t id[32], size_t cap)
+{
+	uint64_t h;
+	memcpy(&h, id, 8);
+	return (size_t)(h & (cap - 1));
+}
+
+static int idset_grow(vmb_idset *s)
+{
+	size_t ncap = s->cap ? s->cap * 2 : 1024;
+	vmb_idset n = { vmb_malloc(ncap * 32), vmb_calloc(ncap, 1), ncap, 0 };
+	if (!n.slots || !n.used) {
+		free(n.slots);
+		free(n.used);
+		return VMB_ENOMEM;
+	}
+	for (size_t i = 0; i < s->cap; i++)
+		if (s->used[i])
+			vmb_idset_add(&n, s->slots[i]);
+	vmb_idset_free(s);
+	*s = n;
+	return 0;
+}
+
+int vmb_idset_add(vmb_idset *s, const uint8_t id[32])
+{
+	size_t i;
+	if ((s->count + 1) * 4 > s->cap * 3 && idset_grow(s))
+		return VMB_ENOMEM;
+	for (i = slot_of(id, s->cap); s->used[i]; i = (i + 1) & (s->cap - 1))
+		if (memcmp(s->slots[i], id, 32) == 0)
+			return 0;
+	memcpy(s->slots[i], id, 32);
+	s->used[i] = 1;
+	s->count++;
+	return 1;
+}
+
+int vmb_idset_has(const vmb_idset *s, const uint8_t id[32])
+{
+	if (!s->cap)
+		return 0;
+	for (size_t i = slot_of(id, s->cap); s->used[i];
+	     i = (i + 1) & (s->cap - 1))
+		if (memcmp(s->slots[i], id, 32) == 0)
+			return 1;
+	return 0;
+}
+
+void vmb_idset_free(vmb_idset *s)
+{
+	free(s->slots);
+	free(s->used);
+	memset(s, 0, sizeof *s);
+}
+
+/* ---- helpers ---- */
+
+void vmb_chunk_name(const uint8_t id[32], char name[80])
+{
+	char hex[65];
+	vmb_hex(id, 32, hex);
+	snprintf(name, 80, "chunks/%.2s/%s", hex, hex);
+}
+
+int vmb_repo__valid_id(const char *s)
+{
+	size_t n = 0;
+	for (; s[n]; n++)
+		if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f')))
+			return 0;
+	return n == 32;
+}
+
+int vmb_repo__put_blob(vmb_repo *r, int type, const char *name,
+		       const uint8_t *bind, size_t bindlen, const void *plain,
+		       size_t len, uint64_t *stored)
+{
+	size_t cap = vmb_blob_bound(len), n;
+	uint8_t *buf = vmb_malloc(cap);
+	int rc;
+	if (!buf)
+		return VMB_ENOMEM;
+	rc = vmb_blob_encode(&r->keys, type, bind, bindlen, plain, len,
+			     r->zstd_level > 0 ? r->zstd_level : 0, NULL, buf,
+			     &n);
+	if (!rc)
+		rc = vmb_target_put(r->t, name, buf, n);
+	if (!rc && stored)
+		*stored += n;
+	free(buf);
+	return rc;
+}
+
+int vmb_repo__get_blob(vmb_repo *r, int type, const char *name,
+		       const uint8_t *bind, size_t bindlen, size_t max,
+		       uint8_t **plain, size_t *len)
+{
+	void *raw = NULL;
+	size_t rawlen, plen;
+	uint8_t *out;
+	char what[200];
+	int rc;
+
+	*plain = NULL;
+	rc = vmb_target_get(r->t, name, &raw, &rawlen);
+	if (rc)
+		return rc;
+	snprintf(what, sizeof what, "%s: %s", vmb_target_url(r->t), name);
+	plen = vmb_blob_plain_len(raw, rawlen);
+	if (plen > max) {
+		free(raw);
+		return vmb_error_set(VMB_ECORRUPT, "%s: object too large", what);
+	}
+	out = vmb_malloc(plen + 1);
+	if (!out) {
+		free(raw);
+		return VMB_ENOMEM;
+	}
+	rc = vmb_blob_decode(&r->keys, type, bind, bindlen, raw, rawlen, NULL,
+			     out, plen, len, what);
+	free(raw);
+	if (rc) {
+		free(out);
+		return rc;
+	}
+	out[*len] = 0;
+	*plain = out;
+	return 0;
+}
+
+int vmb_repo__get_chunk(vmb_repo *r, const uint8_t id[32], ZSTD_DCtx *dctx,
+			void *out, size_t cap, size_t *len)
+{
+	char name[80], what[200];
+	void *raw = NULL;
+	size_t rawlen;
+	int rc;
+	vmb_chunk_name(id, name);
+	rc = vmb_target_get(r->t, name, &raw, &rawlen);
+	if (rc == VMB_ENOTFOUND)
+		return vmb_error_set(VMB_ECORRUPT, "%s: chunk %s is missing",
+				     vmb_target_url(r->t), name + 10);
+	if (rc)
+		return rc;
+	snprintf(what, sizeof what, "%s: chunk %s", vmb_target_url(r->t),
+		 name + 10);
+	rc = vmb_blob_decode(&r->keys, VMB_BLOB_CHUNK, id, 32, raw, rawlen,
+			     dctx, out, cap, len, what);
+	free(raw);
+	return rc;
+}
+
+/* ---- config ---- */
+
+static int read_config(vmb_repo *r)
+{
+	void *data = NULL;
+	size_t len;
+	vmb_json *j = NULL;
+	const char *id;
+	uint64_t ver, cs, lvl;
+	char what[300];
+	int rc = vmb_target_get(r->t, "config", &data, &len);
+	if (rc == VMB_ENOTFOUND)
+		return vmb_error_set(VMB_ENOTFOUND, "%s: no repository there "
+				     "(run vmb init first)",
+				     vmb_target_url(r->t));
+	if (rc)
+		return vmb_error_prefix("cannot open repository: ");
+	snprintf(what, sizeof what, "%s: config", vmb_target_url(r->t));
+	if (len > CONFIG_MAX) {
+		free(data);
+		return vmb_error_set(VMB_ECORRUPT, "%s: too large", what);
+	}
+	rc = vmb_json_parse(data, len, what, &j);
+	free(data);
+	if (rc)
+		return rc;
+	rc = vmb_error_set(VMB_ECORRUPT, "%s: not a vmbackup repository "
+			   "configuration", what);
+	if (vmb_json_u64(j, "vmbackup_repository", &ver))
+		goto out;
+	if (ver != 1) {
+		rc = vmb_error_set(VMB_ENOTSUP, "%s: repository version %llu "
+				   "is newer than this vmb supports", what,
+				   (unsigned long long)ver);
+		goto out;
+	}
+	id = vmb_json_str(j, "id");
+	if (!id || !vmb_repo__valid_id(id) ||
+	    vmb_json_u64(j, "chunk_size", &cs) || !vmb_is_pow2(cs) ||
+	    cs < VMB_MIN_CHUNK_SIZE || cs > VMB_MAX_CHUNK_SIZE)
+		goto out;
+	if (vmb_json_u64(j, "zstd_level", &lvl) || lvl > 19)
+		lvl = 1;
+	memcpy(r->id, id, 33);
+	r->chunk_size = (uint32_t)cs;
+	r->zstd_level = (int)lvl;
+	rc = 0;
+out:
+	vmb_json_free(j);
+	if (!rc)
+		vmb_error_clear();
+	return rc;
+}
+
+VMB_EXTERN(int) vmb_repo_init(const char *url, const char *passphrase,
+			      const vmb_repo_init_options *opts)
+{
+	vmb_repo_init_options def = VMB_REPO_INIT_OPTIONS_INIT;
+	uint8_t master[VMB_MASTER_KEY_BYTES], rid[16];
+	char hid[33], *keyjson = NULL;
+	vmb_target *t = NULL;
+	uint64_t sz;
+	vmb_buf b;
+	int rc, level;
+
+	if (!opts)
+		opts = &def;
+	if (vmb_crypto_init())
+		return VMB_EGENERIC;
+	uint32_t cs = opts->chunk_size ? opts->chunk_size
+				       : VMB_DEFAULT_CHUNK_SIZE;
+	if (!vmb_is_pow2(cs) || cs < VMB_MIN_CHUNK_SIZE ||
+	    cs > VMB_MAX_CHUNK_SIZE)
+		return vmb_error_set(VMB_EINVAL, "chunk size must be a power of "
+				     "two from 64K to 16M");
+	if (opts->encrypted && (!passphrase || !*passphrase))
+		return vmb_error_set(VMB_EINVAL, "an encrypted repository "
+				     "needs a passphrase");
+	level = opts->zstd_level == 0 ? 1 : opts->zstd_level < 0 ? 0
+				      : opts->zstd_level;
+	if (level > 19)
+		return vmb_error_set(VMB_EINVAL, "zstd level must be 1..19");
+	rc = vmb_target_open(url, &t);
+	if (rc)
+		return rc;
+	rc = vmb_target_stat(t, "config", &sz, NULL);
+	if (rc == 0) {
+		rc = vmb_error_set(VMB_EEXISTS, "%s: a repository already "
+				   "exists there", url);
+		goto out;
+	}
+	if (rc != VMB_ENOTFOUND)
+		goto out;
+	vmb_crypto_random(master, sizeof master);
+	vmb_crypto_random(rid, sizeof rid);
+	vmb_hex(rid, sizeof rid, hid);
+	rc = vmb_crypto_wrap_key(master, passphrase ? passphrase : "",
+				 passphrase ? strlen(passphrase) : 0,
+				 opts->encrypted, &keyjson);
+	sodium_memzero(master, sizeof master);
+	if (rc)
+		goto out;
+	/* the key first: a config without a key would be a broken repo */
+	rc = vmb_target_put(t, "keys/default", keyjson, strlen(keyjson));
+	if (rc)
+		goto out;
+	vmb_buf_init(&b);
+	vmb_buf_printf(&b, "{\"vmbackup_repository\":1,\"id\":\"%s\","
+		       "\"chunk_size\":%u,\"encryption\":\"%s\","
+		       "\"compression\":\"%s\",\"zstd_level\":%d,"
+		       "\"created\":%lld}\n", hid, cs,
+		       opts->encrypted ? "repokey" : "none",
+		       level ? "zstd" : "none", level, (long long)time(NULL));
+	if (b.failed) {
+		vmb_buf_free(&b);
+		rc = VMB_ENOMEM;
+		goto out;
+	}
+	rc = vmb_target_put(t, "config", b.data, b.len);
+	vmb_buf_free(&b);
+out:
+	if (keyjson) {
+		sodium_memzero(keyjson, strlen(keyjson));
+		free(keyjson);
+	}
+	vmb_target_close(t);
+	return rc;
+}
+
+struct key_try {
+	vmb_repo *r;
+	const char *pass;
+	uint8_t *master;
+	int *encrypted;
+	int found;
+	int err;
+};
+
+static int try_key_file(vmb_repo *r, const char *name, const char *pass,
+			uint8_t *master, int *encrypted)
+{
+	void *data = NULL;
+	size_t len;
+	char what[300];
+	int rc = vmb_target_get(r->t, name, &data, &len);
+	if (rc)
+		return rc;
+	snprintf(what, sizeof what, "%s: %s", vmb_target_url(r->t), name);
+	if (len > CONFIG_MAX)
+		rc = vmb_error_set(VMB_ECORRUPT, "%s: too large", what);
+	else
+		rc = vmb_crypto_unwrap_key(data, len, pass ? pass : "",
+					   pass ? strlen(pass) : 0, what,
+					   master, encrypted);
+	sodium_memzero(data, len);
+	free(data);
+	return rc;
+}
+
+static int key_list_cb(const char *name, uint64_t size, int64_t mtime,
+		       void *payload)
+{
+	struct key_try *k = payload;
+	if (strcmp(name, "keys/default") == 0)
+		return 0;
+	int rc = try_key_file(k->r, name, k->pass, k->master, k->encrypted);
+	if (rc == 0) {
+		k->found = 1;
+		return 1;
+	}
+	if (rc != VMB_EAUTH)
+		k->err = rc;
+	return 0;
+}
+
+VMB_EXTERN(int) vmb_repo_open(const char *url, const char *passphrase,
+			      vmb_repo **out)
+{
+	vmb_repo *r;
+	uint8_t master[VMB_MASTER_KEY_BYTES];
+	int rc, encrypted = 0;
+	void *ep = NULL;
+	size_t eplen;
+
+	*out = NULL;
+	if (vmb_crypto_init())
+		return VMB_EGENERIC;
+	r = vmb_calloc(1, sizeof *r);
+	if (!r)
+		return VMB_ENOMEM;
+	pthread_mutex_init(&r->known_lock, NULL);
+	rc = vmb_target_open(url, &r->t);
+	if (rc)
+		goto fail;
+	rc = read_config(r);
+	if (rc)
+		goto fail;
+	rc = try_key_file(r, "keys/default", passphrase, master, &encrypted);
+	if (rc == VMB_EAUTH || rc == VMB_ENOTFOUND) {
+		/* other passphrases added with `vmb key add` */
+		struct key_try k = { r, passphrase, master, &encrypted, 0, 0 };
+		int lr = vmb_target_list(r->t, "keys/", key_list_cb, &k);
+		if (k.found)
+			rc = 0;
+		else if (rc == VMB_ENOTFOUND)
+			rc = vmb_error_set(VMB_ECORRUPT, "%s: the repository "
+					   "has no key file", url);
+		else if (lr)
+			rc = lr;
+		else
+			rc = vmb_error_set(VMB_EAUTH, "%s: wrong passphrase",
+					   url);
+	} else if (rc == 0 && encrypted && (!passphrase || !*passphrase)) {
+		rc = vmb_error_set(VMB_EAUTH, "%s: a passphrase is needed",
+				   url);
+	}
+	if (rc)
+		goto fail;
+	vmb_crypto_derive(master, encrypted, &r->keys);
+	sodium_memzero(master, sizeof master);
+	/* the GC epoch decides whether the local chunk cache is valid */
+	strcpy(r->gc_epoch, "0");
+	if (vmb_target_get(r->t, "state/gc-epoch", &ep, &eplen) == 0) {
+		size_t n = eplen < 64 ? eplen : 64;
+		memcpy(r->gc_epoch, ep, n);
+		r->gc_epoch[n] = 0;
+		for (size_t i = 0; i < n; i++)
+			if (r->gc_epoch[i] < '0' || r->gc_epoch[i] > 'z')
+				r->gc_epoch[i] = '_';
+		free(ep);
+	}
+	vmb_error_clear();
+	*out = r;
+	return 0;
+fail:
+	sodium_memzero(master, sizeof master);
+	vmb_repo_close(r);
+	return rc;
+}
+
+VMB_EXTERN(void) vmb_repo_close(vmb_repo *r)
+{
+	if (!r)
+		return;
+	if (r->lock_token[0])
+		vmb_repo_unlock(r);
+	vmb_target_close(r->t);
+	vmb_idset_free(&r->known);
+	pthread_mutex_destroy(&r->known_lock);
+	sodium_memzero(&r->keys, sizeof r->keys);
+	free(r);
+}
+
+VMB_EXTERN(const char *) vmb_repo_id(const vmb_repo *r)
+{
+	return r->id;
+}
+
+VMB_EXTERN(uint32_t) vmb_repo_chunk_size(const vmb_repo *r)
+{
+	return r->chunk_size;
+}
+
+VMB_EXTERN(int) vmb_repo_encrypted(const vmb_repo *r)
+{
+	return r->keys.encrypted;
+}
+
+/* ---- known-chunk cache ---- */
+
+static char *cache_path(vmb_repo *r)
+{
+	const char *base = getenv("XDG_CACHE_HOME");
+	const char *home = getenv("HOME");
+	if (base && *base)
+		return vmb_asprintf("%s/vmb/%s/known-chunks", base, r->id);
+	if (home && *home)
+		return vmb_asprintf("%s/.cache/vmb/%s/known-chunks", home, r->id);
+	return NULL;
+}
+
+#define CACHE_MAGIC "VMBCACHE1\n"
+
+void vmb_repo__cache_load(vmb_repo *r)
+{
+	char *p = cache_path(r);
+	FILE *f;
+	char epoch[80];
+	uint8_t id[32];
+	if (!p)
+		return;
+	f = fopen(p, "rb");
+	free(p);
+	if (!f)
+		return;
+	char magic[sizeof CACHE_MAGIC];
+	if (fread(magic, 1, sizeof CACHE_MAGIC - 1, f) == sizeof CACHE_MAGIC - 1 &&
+	    memcmp(magic, CACHE_MAGIC, sizeof CACHE_MAGIC - 1) == 0 &&
+	    fgets(epoch, sizeof epoch, f)) {
+		epoch[strcspn(epoch, "\n")] = 0;
+		/* stale after a GC: chunks it knew of may be gone */
+		if (strcmp(epoch, r->gc_epoch) == 0) {
+			pthread_mutex_lock(&r->known_lock);
+			while (fread(id, 1, 32, f) == 32)
+				if (vmb_idset_add(&r->known, id) < 0)
+					break;
+			pthread_mutex_unlock(&r->known_lock);
+		}
+	}
+	fclose(f);
+	r->known_loaded = 1;
+}
+
+static int mkdir_p(const char *path)
+{
+	char *p = vmb_strdup(path);
+	if (!p)
+		return -1;
+	for (char *s = p + 1; *s; s++) {
+		if (*s == '/') {
+			*s = 0;
+			mkdir(p, 0700);
+			*s = '/';
+		}
+	}
+	mkdir(p, 0700);
+	free(p);
+	return 0;
+}
+
+void vmb_repo__cache_save(vmb_repo *r)
+{
+	char *p = cache_path(r), *tmp, *dir, *slash;
+	FILE *f;
+	if (!p)
+		return;
+	dir = vmb_strdup(p);
+	slash = dir ? strrchr(dir, '/') : NULL;
+	if (slash) {
+		*slash = 0;
+		mkdir_p(dir);
+	}
+	free(dir);
+	tmp = vmb_asprintf("%s.tmp%d", p, (int)getpid());
+	if (!tmp || !(f = fopen(tmp, "wb"))) {
+		free(tmp);
+		free(p);
+		return; /* a cache is optional */
+	}
+	fputs(CACHE_MAGIC, f);
+	fprintf(f, "%s\n", r->gc_epoch);
+	pthread_mutex_lock(&r->known_lock);
+	for (size_t i = 0; i < r->known.cap; i++)
+		if (r->known.used[i])
+			fwrite(r->known.slots[i], 1, 32, f);
+	pthread_mutex_unlock(&r->known_lock);
+	if (fclose(f) == 0)
+		rename(tmp, p);
+	else
+		unlink(tmp);
+	free(tmp);
+	free(p);
+}
+
+/* ---- maintenance lock (lease) ---- */
+
+VMB_EXTERN(int) vmb_repo_lock(vmb_repo *r, int ttl)
+{
+	void *data = NULL;
+	size_t len;
+	vmb_json *j = NULL;
+	char host[256] = "", tok[33], buf[512];
+	uint8_t rnd[16];
+	int rc;
+
+	if (ttl <= 0)
+		ttl = 600;
+	gethostname(host, sizeof host - 1);
+	rc = vmb_target_get(r->t, "locks/maintenance", &data, &len);
+	if (rc == 0) {
+		int64_t exp = 0;
+		const char *who = NULL, *holder = NULL;
+		if (len < 4096 && vmb_json_parse(data, len, "lock", &j) == 0) {
+			vmb_json_i64(j, "expires", &exp);
+			who = vmb_json_str(j, "host");
+			holder = vmb_json_str(j, "token");
+		}
+		if (exp > (int64_t)time(NULL) &&
+		    !(holder && strcmp(holder, r->lock_token) == 0)) {
+			rc = vmb_error_set(VMB_ELOCKED, "%s: repository is "
+					   "locked for maintenance by %s until "
+					   "%lld", vmb_target_url(r->t),
+					   who ? who : "?", (long long)exp);
+			vmb_json_free(j);
+			free(data);
+			return rc;
+		}
+		vmb_json_free(j);
+		free(data);
+	} else if (rc != VMB_ENOTFOUND) {
+		return rc;
+	}
+	vmb_crypto_random(rnd, sizeof rnd);
+	vmb_hex(rnd, sizeof rnd, tok);
+	snprintf(buf, sizeof buf, "{\"token\":\"%s\",\"host\":\"%s\","
+		 "\"pid\":%d,\"expires\":%lld}\n", tok, host, (int)getpid(),
+		 (long long)time(NULL) + ttl);
+	rc = vmb_target_put(r->t, "locks/maintenance", buf, strlen(buf));
+	if (rc)
+		return rc;
+	/* object stores have no atomic create: read back to see who won */
+	rc = vmb_target_get(r->t, "locks/maintenance", &data, &len);
+	if (rc)
+		return rc;
+	if (!memmem(data, len, tok, 32)) {
+		free(data);
+		return vmb_error_set(VMB_ELOCKED, "%s: lost the race for the "
+				     "maintenance lock", vmb_target_url(r->t));
+	}
+	free(data);
+	memcpy(r->lock_token, tok, 33);
+	return 0;
+}
+
+VMB_EXTERN(int) vmb_repo_unlock(vmb_repo *r)
+{
+	void *data = NULL;
+	size_t len;
+	int rc = 0;
+	if (!r->lock_token[0])
+		return 0;
+	if (vmb_target_get(r->t, "locks/maintenance", &data, &len) == 0) {
+		if (memmem(data, len, r->lock_token, 32))
+			rc = vmb_target_delete(r->t, "locks/maintenance");
+		free(data);
+	}
+	r->lock_token[0] = 0;
+	return rc == VMB_ENOTFOUND ? 0 : rc;
+}

@@ -1,0 +1,85 @@
+/* Internal: repository state shared by the files in lib/repo. */
+#ifndef VMB_LIB_REPO_INTERNAL_H
+#define VMB_LIB_REPO_INTERNAL_H
+
+#include <pthread.h>
+#include "vmbackup/repo.h"
+#include "vmbackup/target.h"
+#include "crypto/crypto.h"
+#include "store/blob.h"
+#include "store/index.h"
+
+/* A set of 32-byte ids (open addressing; ids are uniformly random). */
+typedef struct vmb_idset {
+	uint8_t (*slots)[32];
+	uint8_t *used;
+	size_t cap, count;
+} vmb_idset;
+
+int vmb_idset_add(vmb_idset *s, const uint8_t id[32]); /* 1 if new */
+int vmb_idset_has(const vmb_idset *s, const uint8_t id[32]);
+void vmb_idset_free(vmb_idset *s);
+
+struct vmb_repo {
+	vmb_target *t;
+	char id[33];
+	uint32_t chunk_size;
+	int zstd_level;
+	vmb_keys keys;
+	pthread_mutex_t known_lock;
+	vmb_idset known;    /* chunk ids known to be stored */
+	int known_loaded;   /* the local cache was merged in */
+	char gc_epoch[65];  /* "state/gc-epoch" when opened */
+	char lock_token[33];
+};
+
+/* One disk in a manifest. */
+typedef struct vmb_mdisk {
+	char *name;
+	char *source;
+	char *format;
+	uint64_t size;
+	uint32_t chunk_size;
+	char index[65]; /* hex id of the index object */
+	uint64_t chunks, zero_chunks;
+	char *cbt;
+} vmb_mdisk;
+
+struct vmb_snapshot {
+	char id[33];
+	char *vm, *host, *parent, *cbt;
+	int64_t time;
+	char **tags;
+	size_t ntags;
+	vmb_mdisk *disks;
+	size_t ndisks;
+	char *config_format, *config;
+	char *json;
+	int protected_;
+};
+
+void vmb_chunk_name(const uint8_t id[32], char name[80]);
+
+/* Encode and store / fetch and decode a framed object. */
+int vmb_repo__put_blob(vmb_repo *r, int type, const char *name,
+		       const uint8_t *bind, size_t bindlen, const void *plain,
+		       size_t len, uint64_t *stored);
+int vmb_repo__get_blob(vmb_repo *r, int type, const char *name,
+		       const uint8_t *bind, size_t bindlen, size_t max,
+		       uint8_t **plain, size_t *len);
+
+/* Chunk fetch+decode into out (capacity cap). */
+int vmb_repo__get_chunk(vmb_repo *r, const uint8_t id[32], ZSTD_DCtx *dctx,
+			void *out, size_t cap, size_t *len);
+
+int vmb_repo__load_index(vmb_repo *r, const char *hexid, vmb_index *ix);
+int vmb_repo__load_snapshot(vmb_repo *r, const char *id, vmb_snapshot **out);
+char *vmb_repo__manifest_json(const vmb_snapshot *s, const char *stats);
+
+/* Known-chunk cache under $XDG_CACHE_HOME/vmb/<repo id>/. */
+void vmb_repo__cache_load(vmb_repo *r);
+void vmb_repo__cache_save(vmb_repo *r);
+
+int vmb_repo__valid_id(const char *s);
+
+#endif

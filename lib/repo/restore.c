@@ -1,0 +1,292 @@
+/*
+ * Restore: worker threads fetch, authenticate and decompress chunks into a
+ * window of slots; the calling thread writes them in order (writers need
+ * increasing offsets).  Zero chunks are never fetched and stay holes.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "vmbackup/sys/disk_format.h"
+#include "common/pool.h"
+#include "common/util.h"
+#include "repo_internal.h"
+
+struct slot {
+	uint8_t *buf;
+	uint64_t idx;
+	size_t len;
+	int state; /* 0 free/pending, 1 done, 2 failed */
+	int rc;
+	char msg[1024];
+};
+
+struct rctx {
+	vmb_repo *r;
+	vmb_index *ix;
+	struct slot *slots;
+	ZSTD_DCtx **dctx;
+	pthread_mutex_t lock;
+	pthread_cond_t cv;
+};
+
+struct rjob {
+	struct rctx *c;
+	struct slot *s;
+};
+
+static void fetch_job(void *arg, int worker)
+{
+	struct rjob *j = arg;
+	struct rctx *c = j->c;
+	struct slot *s = j->s;
+	size_t got = 0;
+	uint32_t want = vmb_index_chunk_len(c->ix, s->idx);
+	int rc = vmb_repo__get_chunk(c->r, c->ix->e[s->idx].id,
+				     c->dctx[worker], s->buf,
+				     c->ix->chunk_size, &got);
+	if (!rc && got != want)
+		rc = vmb_error_set(VMB_ECORRUPT, "chunk for offset %llu has "
+				   "%zu bytes, expected %u",
+				   (unsigned long long)s->idx * c->ix->chunk_size,
+				   got, want);
+	pthread_mutex_lock(&c->lock);
+	s->len = got;
+	s->rc = rc;
+	if (rc)
+		snprintf(s->msg, sizeof s->msg, "%s", vmb_error_message());
+	s->state = rc ? 2 : 1;
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->lock);
+	free(j);
+}
+
+static int restore_disk(vmb_repo *r, const vmb_mdisk *m, const char *path,
+			const char *format, int nthreads,
+			const vmb_restore_options *o, vmb_progress *p,
+			uint64_t *written)
+{
+	vmb_index ix;
+	vmb_disk_writer *w = NULL;
+	vmb_pool *pool = NULL;
+	struct rctx c;
+	uint64_t *order = NULL, ndata = 0, next_sub = 0;
+	int window = nthreads * 2 + 2, rc;
+	double last = 0;
+
+	memset(&c, 0, sizeof c);
+	rc = vmb_repo__load_index(r, m->index, &ix);
+	if (rc)
+		return rc;
+	if (ix.disk_size != m->size || ix.chunk_size != m->chunk_size) {
+		vmb_index_free(&ix);
+		return vmb_error_set(VMB_ECORRUPT, "index of disk %s does not "
+				     "match its manifest", m->name);
+	}
+	c.r = r;
+	c.ix = &ix;
+	pthread_mutex_init(&c.lock, NULL);
+	pthread_cond_init(&c.cv, NULL);
+	order = vmb_malloc((ix.count ? ix.count : 1) * sizeof *order);
+	c.slots = vmb_calloc((size_t)window, sizeof *c.slots);
+	c.dctx = vmb_calloc((size_t)nthreads, sizeof *c.dctx);
+	if (!order || !c.slots || !c.dctx) {
+		rc = VMB_ENOMEM;
+		goto out;
+	}
+	for (uint64_t i = 0; i < ix.count; i++)
+		if (ix.e[i].kind == VMB_CHUNK_DATA)
+			order[ndata++] = i;
+	for (int i = 0; i < window; i++)
+		if (!(c.slots[i].buf = vmb_malloc(ix.chunk_size))) {
+			rc = VMB_ENOMEM;
+			goto out;
+		}
+	for (int i = 0; i < nthreads; i++)
+		if (!(c.dctx[i] = ZSTD_createDCtx())) {
+			rc = VMB_ENOMEM;
+			goto out;
+		}
+	rc = vmb_disk_writer_create(path, format, ix.disk_size, NULL, &w);
+	if (rc)
+		goto out;
+	rc = vmb_pool_new(nthreads, window, &pool);
+	if (rc)
+		goto out;
+	for (uint64_t k = 0; k < ndata; k++) {
+		/* keep the window full */
+		while (next_sub < ndata && next_sub < k + (uint64_t)window) {
+			struct slot *s = &c.slots[next_sub % (uint64_t)window];
+			struct rjob *j = vmb_malloc(sizeof *j);
+			if (!j) {
+				rc = VMB_ENOMEM;
+				goto out;
+			}
+			s->idx = order[next_sub];
+			s->state = 0;
+			j->c = &c;
+			j->s = s;
+			vmb_pool_submit(pool, fetch_job, j);
+			next_sub++;
+		}
+		struct slot *s = &c.slots[k % (uint64_t)window];
+		pthread_mutex_lock(&c.lock);
+		while (s->state == 0)
+			pthread_cond_wait(&c.cv, &c.lock);
+		pthread_mutex_unlock(&c.lock);
+		if (s->state == 2) {
+			rc = vmb_error_set(s->rc, "%s", s->msg);
+			goto out;
+		}
+		rc = vmb_disk_writer_write(w, s->idx * ix.chunk_size, s->buf,
+					   s->len);
+		if (rc)
+			goto out;
+		*written += s->len;
+		p->bytes_done = (s->idx + 1) * ix.chunk_size;
+		p->bytes_written = *written;
+		if (o->progress && vmb_now() - last > 0.2) {
+			last = vmb_now();
+			if (o->progress(p, o->progress_payload)) {
+				rc = vmb_error_set(VMB_ECANCELED,
+						   "restore cancelled");
+				goto out;
+			}
+		}
+	}
+	vmb_pool_wait(pool);
+	rc = vmb_disk_writer_finish(w);
+out:
+	if (pool) {
+		vmb_pool_wait(pool);
+		vmb_pool_free(pool);
+	}
+	vmb_disk_writer_free(w); /* removes the file unless finished */
+	if (c.slots)
+		for (int i = 0; i < window; i++)
+			free(c.slots[i].buf);
+	if (c.dctx)
+		for (int i = 0; i < nthreads; i++)
+			ZSTD_freeDCtx(c.dctx[i]);
+	free(c.slots);
+	free(c.dctx);
+	free(order);
+	vmb_index_free(&ix);
+	pthread_mutex_destroy(&c.lock);
+	pthread_cond_destroy(&c.cv);
+	return rc;
+}
+
+static int write_file(const char *path, const char *data)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return vmb_error_set(errno == EEXIST ? VMB_EEXISTS : VMB_EIO,
+				     "cannot create %s: %s", path,
+				     strerror(errno));
+	if (vmb_pwrite_full(fd, data, strlen(data), 0) || fsync(fd)) {
+		close(fd);
+		unlink(path);
+		return vmb_error_set(VMB_EIO, "cannot write %s", path);
+	}
+	close(fd);
+	return 0;
+}
+
+VMB_EXTERN(int) vmb_repo_restore(vmb_repo *r, const char *ref,
+				 const char *dir,
+				 const vmb_restore_options *opts,
+				 vmb_restore_result *res)
+{
+	vmb_restore_options def = VMB_RESTORE_OPTIONS_INIT;
+	vmb_snapshot *s = NULL;
+	vmb_progress p;
+	struct stat st;
+	int rc, nthreads;
+	double t0 = vmb_now();
+	size_t matched = 0;
+
+	if (!opts)
+		opts = &def;
+	memset(res, 0, sizeof *res);
+	memset(&p, 0, sizeof p);
+	p.phase = "restore";
+	if (opts->format && !vmb_disk_format_extension(opts->format))
+		return vmb_error_set(VMB_EINVAL, "unknown disk format '%s'",
+				     opts->format);
+	rc = vmb_repo_snapshot_find(r, ref, &s);
+	if (rc)
+		return rc;
+	if (stat(dir, &st) != 0) {
+		if (mkdir(dir, 0700) != 0) {
+			rc = vmb_error_set(VMB_EIO, "cannot create %s: %s", dir,
+					   strerror(errno));
+			goto out;
+		}
+	} else if (!S_ISDIR(st.st_mode)) {
+		rc = vmb_error_set(VMB_EINVAL, "%s is not a folder", dir);
+		goto out;
+	}
+	for (size_t i = 0; i < s->ndisks; i++)
+		if (!opts->disk || strcmp(opts->disk, s->disks[i].name) == 0)
+			p.bytes_total += s->disks[i].size;
+	nthreads = opts->threads > 0 ? opts->threads
+				     : vmb_pool_default_threads();
+	for (size_t i = 0; i < s->ndisks; i++) {
+		const vmb_mdisk *m = &s->disks[i];
+		const char *fmt = opts->format ? opts->format : m->format;
+		char *path;
+		if (opts->disk && strcmp(opts->disk, m->name) != 0)
+			continue;
+		matched++;
+		if (!vmb_disk_format_extension(fmt))
+			fmt = "raw"; /* source format we cannot write */
+		path = vmb_asprintf("%s/%s.%s", dir, m->name,
+				    vmb_disk_format_extension(fmt));
+		if (!path) {
+			rc = VMB_ENOMEM;
+			goto out;
+		}
+		p.item = m->name;
+		rc = restore_disk(r, m, path, fmt, nthreads, opts, &p,
+				  &res->bytes_written);
+		if (rc)
+			vmb_error_prefix("restoring disk %s: ", m->name);
+		free(path);
+		if (rc)
+			goto out;
+		res->disks++;
+		res->bytes_total += m->size;
+	}
+	if (opts->disk && !matched) {
+		rc = vmb_error_set(VMB_ENOTFOUND, "snapshot %s has no disk '%s'",
+				   s->id, opts->disk);
+		goto out;
+	}
+	if (s->config && *s->config) {
+		int xml = s->config_format &&
+			  strstr(s->config_format, "xml") != NULL;
+		char *cp = vmb_asprintf("%s/%s.%s", dir, s->vm,
+					xml ? "xml" : "conf");
+		if (!cp) {
+			rc = VMB_ENOMEM;
+			goto out;
+		}
+		rc = write_file(cp, s->config);
+		free(cp);
+		if (rc)
+			goto out;
+	}
+	res->seconds = vmb_now() - t0;
+	if (opts->progress) {
+		p.bytes_done = p.bytes_total;
+		opts->progress(&p, opts->progress_payload);
+	}
+out:
+	vmb_snapshot_free(s);
+	return rc;
+}

@@ -1,0 +1,564 @@
+/* Snapshot manifests: encode, decode, list, find, random-access disks. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "vmbackup/sys/disk_format.h"
+#include "common/json.h"
+#include "common/util.h"
+#include "repo_internal.h"
+
+#define MANIFEST_MAX (64u << 20)
+#define INDEX_MAX ((size_t)VMB_INDEX_HEADER_BYTES + \
+		   (size_t)VMB_INDEX_MAX_ENTRIES * VMB_INDEX_ENTRY_BYTES)
+
+char *vmb_repo__manifest_json(const vmb_snapshot *s, const char *stats)
+{
+	vmb_buf b;
+	vmb_buf_init(&b);
+	vmb_buf_printf(&b, "{\"version\":1,\"id\":\"%s\",\"vm\":", s->id);
+	vmb_buf_json_str(&b, s->vm);
+	vmb_buf_printf(&b, ",\"time\":%lld,\"host\":", (long long)s->time);
+	vmb_buf_json_str(&b, s->host ? s->host : "");
+	vmb_buf_puts(&b, ",\"parent\":");
+	if (s->parent)
+		vmb_buf_json_str(&b, s->parent);
+	else
+		vmb_buf_puts(&b, "null");
+	vmb_buf_puts(&b, ",\"cbt\":");
+	vmb_buf_json_str(&b, s->cbt ? s->cbt : "none");
+	vmb_buf_puts(&b, ",\"tags\":[");
+	for (size_t i = 0; i < s->ntags; i++) {
+		if (i)
+			vmb_buf_puts(&b, ",");
+		vmb_buf_json_str(&b, s->tags[i]);
+	}
+	vmb_buf_puts(&b, "],\"disks\":[");
+	for (size_t i = 0; i < s->ndisks; i++) {
+		const vmb_mdisk *d = &s->disks[i];
+		vmb_buf_puts(&b, i ? ",{\"name\":" : "{\"name\":");
+		vmb_buf_json_str(&b, d->name);
+		vmb_buf_puts(&b, ",\"source\":");
+		vmb_buf_json_str(&b, d->source ? d->source : "");
+		vmb_buf_puts(&b, ",\"format\":");
+		vmb_buf_json_str(&b, d->format);
+		vmb_buf_printf(&b, ",\"virtual_size\":%llu,\"chunk_size\":%u,"
+			       "\"index\":\"%s\",\"chunks\":%llu,"
+			       "\"zero_chunks\":%llu,\"cbt\":",
+			       (unsigned long long)d->size, d->chunk_size,
+			       d->index, (unsigned long long)d->chunks,
+			       (unsigned long long)d->zero_chunks);
+		vmb_buf_json_str(&b, d->cbt ? d->cbt : "none");
+		vmb_buf_puts(&b, "}");
+	}
+	vmb_buf_puts(&b, "],\"config\":");
+	if (s->config) {
+		vmb_buf_puts(&b, "{\"format\":");
+		vmb_buf_json_str(&b, s->config_format ? s->config_format : "");
+		vmb_buf_puts(&b, ",\"data\":");
+		vmb_buf_json_str(&b, s->config);
+		vmb_buf_puts(&b, "}");
+	} else {
+		vmb_buf_puts(&b, "null");
+	}
+	vmb_buf_printf(&b, ",\"protected\":%s,\"stats\":%s}",
+		       s->protected_ ? "true" : "false", stats ? stats : "{}");
+	return vmb_buf_detach(&b);
+}
+
+VMB_EXTERN(void) vmb_snapshot_free(vmb_snapshot *s)
+{
+	if (!s)
+		return;
+	free(s->vm);
+	free(s->host);
+	free(s->parent);
+	free(s->cbt);
+	for (size_t i = 0; i < s->ntags; i++)
+		free(s->tags[i]);
+	free(s->tags);
+	for (size_t i = 0; i < s->ndisks; i++) {
+		free(s->disks[i].name);
+		free(s->disks[i].source);
+		free(s->disks[i].format);
+		free(s->disks[i].cbt);
+	}
+	free(s->disks);
+	free(s->config_format);
+	free(s->config);
+	free(s->json);
+	free(s);
+}
+
+static int valid_disk_name(const char *n)
+{
+	if (!n || !*n || strlen(n) > 200 || n[0] == '.')
+		return 0;
+	for (; *n; n++)
+		if (!((*n >= 'a' && *n <= 'z') || (*n >= 'A' && *n <= 'Z') ||
+		      (*n >= '0' && *n <= '9') || *n == '.' || *n == '_' ||
+		      *n == '-'))
+			return 0;
+	return 1;
+}
+
+static int parse_manifest(const char *id, char *text, size_t len,
+			  const char *what, vmb_snapshot **out)
+{
+	vmb_json *j = NULL;
+	vmb_snapshot *s;
+	const vmb_json *arr, *cfg;
+	const char *str;
+	uint64_t ver;
+	int rc;
+
+	*out = NULL;
+	rc = vmb_json_parse(text, len, what, &j);
+	if (rc)
+		return rc;
+	s = vmb_calloc(1, sizeof *s);
+	if (!s) {
+		vmb_json_free(j);
+		return VMB_ENOMEM;
+	}
+	rc = VMB_ECORRUPT;
+	if (vmb_json_u64(j, "version", &ver) || ver != 1)
+		goto bad;
+	str = vmb_json_str(j, "id");
+	if (!str || strcmp(str, id) != 0)
+		goto bad;
+	memcpy(s->id, id, 33);
+	if (!(str = vmb_json_str(j, "vm")) || !(s->vm = vmb_strdup(str)))
+		goto bad;
+	if (vmb_json_i64(j, "time", &s->time))
+		goto bad;
+	str = vmb_json_str(j, "host");
+	s->host = vmb_strdup(str ? str : "");
+	str = vmb_json_str(j, "parent");
+	if (str && vmb_repo__valid_id(str))
+		s->parent = vmb_strdup(str);
+	str = vmb_json_str(j, "cbt");
+	s->cbt = vmb_strdup(str ? str : "none");
+	{
+		const vmb_json *p = vmb_json_get(j, "protected");
+		s->protected_ = p && p->type == VMB_JSON_BOOL && p->boolean;
+	}
+	if ((arr = vmb_json_arr(j, "tags")) && arr->n) {
+		if (arr->n > 1000 || !(s->tags = vmb_calloc(arr->n, sizeof(char *))))
+			goto bad;
+		for (size_t i = 0; i < arr->n; i++) {
+			if (arr->items[i]->type != VMB_JSON_STR)
+				goto bad;
+			s->tags[s->ntags++] = vmb_strdup(arr->items[i]->str);
+		}
+	}
+	if (!(arr = vmb_json_arr(j, "disks")) || arr->n > 256)
+		goto bad;
+	s->disks = vmb_calloc(arr->n ? arr->n : 1, sizeof *s->disks);
+	if (!s->disks)
+		goto bad;
+	for (size_t i = 0; i < arr->n; i++) {
+		const vmb_json *d = arr->items[i];
+		vmb_mdisk *m = &s->disks[s->ndisks];
+		uint64_t cs, n;
+		const char *nm = vmb_json_str(d, "name");
+		const char *fmt = vmb_json_str(d, "format");
+		const char *ix = vmb_json_str(d, "index");
+		if (!valid_disk_name(nm) || !fmt ||
+		    vmb_json_u64(d, "virtual_size", &m->size) ||
+		    vmb_json_u64(d, "chunk_size", &cs) || !vmb_is_pow2(cs) ||
+		    cs < 4096 || cs > (64u << 20) || !ix || strlen(ix) != 64 ||
+		    vmb_index_count(m->size, (uint32_t)cs, &n))
+			goto bad;
+		m->chunk_size = (uint32_t)cs;
+		memcpy(m->index, ix, 65);
+		for (int k = 0; k < 64; k++)
+			if (!((ix[k] >= '0' && ix[k] <= '9') ||
+			      (ix[k] >= 'a' && ix[k] <= 'f')))
+				goto bad;
+		m->name = vmb_strdup(nm);
+		m->format = vmb_strdup(fmt);
+		str = vmb_json_str(d, "source");
+		m->source = vmb_strdup(str ? str : "");
+		str = vmb_json_str(d, "cbt");
+		m->cbt = vmb_strdup(str ? str : "none");
+		vmb_json_u64(d, "chunks", &m->chunks);
+		vmb_json_u64(d, "zero_chunks", &m->zero_chunks);
+		s->ndisks++;
+	}
+	cfg = vmb_json_get(j, "config");
+	if (cfg && cfg->type == VMB_JSON_OBJ) {
+		str = vmb_json_str(cfg, "format");
+		s->config_format = vmb_strdup(str ? str : "");
+		str = vmb_json_str(cfg, "data");
+		s->config = vmb_strdup(str ? str : "");
+	}
+	s->json = vmb_strndup(text, len);
+	vmb_json_free(j);
+	*out = s;
+	return 0;
+bad:
+	vmb_json_free(j);
+	vmb_snapshot_free(s);
+	return vmb_error_set(rc, "%s: malformed snapshot manifest", what);
+}
+
+int vmb_repo__load_snapshot(vmb_repo *r, const char *id, vmb_snapshot **out)
+{
+	char name[64], what[200];
+	uint8_t *plain;
+	size_t len;
+	int rc;
+	if (!vmb_repo__valid_id(id))
+		return vmb_error_set(VMB_EINVAL, "bad snapshot id '%s'", id);
+	snprintf(name, sizeof name, "snapshots/%s", id);
+	rc = vmb_repo__get_blob(r, VMB_BLOB_MANIFEST, name,
+				(const uint8_t *)name, strlen(name),
+				MANIFEST_MAX, &plain, &len);
+	if (rc == VMB_ENOTFOUND)
+		return vmb_error_set(VMB_ENOTFOUND, "snapshot %s not found", id);
+	if (rc)
+		return rc;
+	snprintf(what, sizeof what, "%s: %s", vmb_target_url(r->t), name);
+	rc = parse_manifest(id, (char *)plain, len, what, out);
+	free(plain);
+	return rc;
+}
+
+int vmb_repo__load_index(vmb_repo *r, const char *hexid, vmb_index *ix)
+{
+	char name[100], what[200];
+	uint8_t *plain;
+	size_t len;
+	int rc;
+	snprintf(name, sizeof name, "indexes/%s", hexid);
+	rc = vmb_repo__get_blob(r, VMB_BLOB_INDEX, name, (const uint8_t *)name,
+				strlen(name), INDEX_MAX, &plain, &len);
+	if (rc == VMB_ENOTFOUND)
+		return vmb_error_set(VMB_ECORRUPT, "%s: index %s is missing",
+				     vmb_target_url(r->t), hexid);
+	if (rc)
+		return rc;
+	snprintf(what, sizeof what, "%s: %s", vmb_target_url(r->t), name);
+	rc = vmb_index_decode(plain, len, what, ix);
+	free(plain);
+	return rc;
+}
+
+/* ---- listing ---- */
+
+struct idlist {
+	char (*ids)[33];
+	size_t n, cap;
+	int err;
+};
+
+static int list_cb(const char *name, uint64_t size, int64_t mtime,
+		   void *payload)
+{
+	struct idlist *l = payload;
+	const char *id = name + strlen("snapshots/");
+	if (!vmb_repo__valid_id(id))
+		return 0;
+	if (l->n == l->cap) {
+		size_t nc = l->cap ? l->cap * 2 : 64;
+		void *p = realloc(l->ids, nc * sizeof *l->ids);
+		if (!p) {
+			l->err = vmb_error_set(VMB_ENOMEM, "out of memory");
+			return 1;
+		}
+		l->ids = p;
+		l->cap = nc;
+	}
+	memcpy(l->ids[l->n++], id, 33);
+	return 0;
+}
+
+static int list_ids(vmb_repo *r, struct idlist *l)
+{
+	memset(l, 0, sizeof *l);
+	int rc = vmb_target_list(r->t, "snapshots/", list_cb, l);
+	return rc ? rc : l->err;
+}
+
+static int by_time(const void *a, const void *b)
+{
+	const vmb_snapshot *x = *(vmb_snapshot *const *)a;
+	const vmb_snapshot *y = *(vmb_snapshot *const *)b;
+	if (x->time != y->time)
+		return x->time < y->time ? -1 : 1;
+	return strcmp(x->id, y->id);
+}
+
+VMB_EXTERN(int) vmb_repo_snapshots(vmb_repo *r, const char *vm,
+				   vmb_snapshot ***list, size_t *count)
+{
+	struct idlist l;
+	vmb_snapshot **out = NULL;
+	size_t n = 0;
+	int rc;
+
+	*list = NULL;
+	*count = 0;
+	rc = list_ids(r, &l);
+	if (rc)
+		goto out;
+	out = vmb_calloc(l.n ? l.n : 1, sizeof *out);
+	if (!out) {
+		rc = VMB_ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < l.n; i++) {
+		vmb_snapshot *s;
+		rc = vmb_repo__load_snapshot(r, l.ids[i], &s);
+		if (rc == VMB_ENOTFOUND) /* deleted while we listed */
+			continue;
+		if (rc)
+			goto out;
+		if (vm && strcmp(s->vm, vm) != 0) {
+			vmb_snapshot_free(s);
+			continue;
+		}
+		out[n++] = s;
+	}
+	qsort(out, n, sizeof *out, by_time);
+	*list = out;
+	*count = n;
+	out = NULL;
+	rc = 0;
+out:
+	if (out)
+		vmb_snapshot_list_free(out, n);
+	free(l.ids);
+	return rc;
+}
+
+VMB_EXTERN(void) vmb_snapshot_list_free(vmb_snapshot **list, size_t count)
+{
+	if (!list)
+		return;
+	for (size_t i = 0; i < count; i++)
+		vmb_snapshot_free(list[i]);
+	free(list);
+}
+
+VMB_EXTERN(int) vmb_repo_snapshot_find(vmb_repo *r, const char *ref,
+				       vmb_snapshot **out)
+{
+	const char *at;
+	int rc;
+	*out = NULL;
+	if (!ref || !*ref)
+		return vmb_error_set(VMB_EINVAL, "empty snapshot reference");
+	at = strrchr(ref, '@');
+	if (strcmp(ref, "latest") == 0 || (at && strcmp(at, "@latest") == 0)) {
+		vmb_snapshot **list;
+		size_t n;
+		char *vm = at ? vmb_strndup(ref, (size_t)(at - ref)) : NULL;
+		rc = vmb_repo_snapshots(r, vm, &list, &n);
+		if (rc == 0 && n == 0)
+			rc = vmb_error_set(VMB_ENOTFOUND, vm ?
+					   "no snapshot of VM '%s'" :
+					   "no snapshots in the repository%s",
+					   vm ? vm : "");
+		if (rc == 0) {
+			*out = list[n - 1];
+			list[n - 1] = NULL;
+			vmb_snapshot_list_free(list, n - 1);
+		}
+		free(vm);
+		return rc;
+	}
+	if (vmb_repo__valid_id(ref))
+		return vmb_repo__load_snapshot(r, ref, out);
+	/* a unique prefix */
+	for (const char *p = ref; *p; p++)
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')) ||
+		    p - ref >= 32)
+			return vmb_error_set(VMB_ENOTFOUND,
+					     "snapshot '%s' not found", ref);
+	struct idlist l;
+	const char *match = NULL;
+	size_t hits = 0;
+	rc = list_ids(r, &l);
+	if (rc) {
+		free(l.ids);
+		return rc;
+	}
+	for (size_t i = 0; i < l.n; i++)
+		if (strncmp(l.ids[i], ref, strlen(ref)) == 0) {
+			hits++;
+			match = l.ids[i];
+		}
+	if (hits == 1)
+		rc = vmb_repo__load_snapshot(r, match, out);
+	else if (hits == 0)
+		rc = vmb_error_set(VMB_ENOTFOUND, "snapshot '%s' not found", ref);
+	else
+		rc = vmb_error_set(VMB_EAMBIGUOUS, "snapshot prefix '%s' matches "
+				   "%zu snapshots", ref, hits);
+	free(l.ids);
+	return rc;
+}
+
+/* ---- getters ---- */
+
+VMB_EXTERN(const char *) vmb_snapshot_id(const vmb_snapshot *s) { return s->id; }
+VMB_EXTERN(const char *) vmb_snapshot_vm(const vmb_snapshot *s) { return s->vm; }
+VMB_EXTERN(const char *) vmb_snapshot_host(const vmb_snapshot *s) { return s->host; }
+VMB_EXTERN(int64_t) vmb_snapshot_time(const vmb_snapshot *s) { return s->time; }
+VMB_EXTERN(const char *) vmb_snapshot_parent(const vmb_snapshot *s) { return s->parent; }
+VMB_EXTERN(const char *) vmb_snapshot_cbt(const vmb_snapshot *s) { return s->cbt; }
+VMB_EXTERN(size_t) vmb_snapshot_tag_count(const vmb_snapshot *s) { return s->ntags; }
+VMB_EXTERN(const char *) vmb_snapshot_tag(const vmb_snapshot *s, size_t i)
+{
+	return i < s->ntags ? s->tags[i] : NULL;
+}
+VMB_EXTERN(size_t) vmb_snapshot_disk_count(const vmb_snapshot *s) { return s->ndisks; }
+VMB_EXTERN(const char *) vmb_snapshot_disk_name(const vmb_snapshot *s, size_t i)
+{
+	return i < s->ndisks ? s->disks[i].name : NULL;
+}
+VMB_EXTERN(const char *) vmb_snapshot_disk_format(const vmb_snapshot *s, size_t i)
+{
+	return i < s->ndisks ? s->disks[i].format : NULL;
+}
+VMB_EXTERN(uint64_t) vmb_snapshot_disk_size(const vmb_snapshot *s, size_t i)
+{
+	return i < s->ndisks ? s->disks[i].size : 0;
+}
+VMB_EXTERN(const char *) vmb_snapshot_json(const vmb_snapshot *s) { return s->json; }
+
+/* ---- random-access disk view ---- */
+
+struct snapdisk {
+	vmb_repo *r;
+	vmb_index ix;
+	char format[32];
+	pthread_mutex_t lock;
+	uint64_t cached; /* chunk index in buf, or UINT64_MAX */
+	uint8_t *buf;
+	ZSTD_DCtx *dctx;
+};
+
+static uint64_t sd_size(void *data)
+{
+	return ((struct snapdisk *)data)->ix.disk_size;
+}
+
+static int sd_read(void *data, void *out, uint64_t off, size_t len)
+{
+	struct snapdisk *sd = data;
+	uint8_t *o = out;
+	int rc = 0;
+	pthread_mutex_lock(&sd->lock);
+	while (len) {
+		uint64_t ci = off / sd->ix.chunk_size;
+		uint32_t co = (uint32_t)(off % sd->ix.chunk_size);
+		uint32_t clen = vmb_index_chunk_len(&sd->ix, ci);
+		size_t n = VMB_MIN(len, (size_t)(clen - co));
+		if (sd->ix.e[ci].kind == VMB_CHUNK_ZERO) {
+			memset(o, 0, n);
+		} else {
+			if (sd->cached != ci) {
+				size_t got;
+				sd->cached = UINT64_MAX;
+				rc = vmb_repo__get_chunk(sd->r, sd->ix.e[ci].id,
+							 sd->dctx, sd->buf,
+							 sd->ix.chunk_size, &got);
+				if (!rc && got != clen)
+					rc = vmb_error_set(VMB_ECORRUPT,
+							   "chunk %llu has the wrong size",
+							   (unsigned long long)ci);
+				if (rc)
+					break;
+				sd->cached = ci;
+			}
+			memcpy(o, sd->buf + co, n);
+		}
+		o += n;
+		off += n;
+		len -= n;
+	}
+	pthread_mutex_unlock(&sd->lock);
+	return rc;
+}
+
+static int sd_map(void *data, uint64_t off, uint64_t len, vmb_extent_fn fn,
+		  void *payload)
+{
+	struct snapdisk *sd = data;
+	uint64_t end = off + len;
+	while (off < end) {
+		uint64_t ci = off / sd->ix.chunk_size;
+		uint64_t cend = VMB_MIN(end, (ci + 1) * sd->ix.chunk_size);
+		int kind = sd->ix.e[ci].kind == VMB_CHUNK_ZERO ?
+			   VMB_EXTENT_ZERO : VMB_EXTENT_DATA;
+		/* merge runs of the same kind */
+		while (cend < end) {
+			uint64_t nci = cend / sd->ix.chunk_size;
+			int nk = sd->ix.e[nci].kind == VMB_CHUNK_ZERO ?
+				 VMB_EXTENT_ZERO : VMB_EXTENT_DATA;
+			if (nk != kind)
+				break;
+			cend = VMB_MIN(end, (nci + 1) * sd->ix.chunk_size);
+		}
+		vmb_extent e = { off, cend - off, kind, 0 };
+		if (fn(&e, payload))
+			return 0;
+		off = cend;
+	}
+	return 0;
+}
+
+static void sd_close(void *data)
+{
+	struct snapdisk *sd = data;
+	vmb_index_free(&sd->ix);
+	free(sd->buf);
+	ZSTD_freeDCtx(sd->dctx);
+	pthread_mutex_destroy(&sd->lock);
+	free(sd);
+}
+
+static const vmb_disk_ops snapdisk_ops = {
+	VMB_DISK_OPS_VERSION, "snapshot", sd_size, sd_read, sd_map, sd_close
+};
+
+VMB_EXTERN(int) vmb_snapshot_disk_open(vmb_repo *r, const vmb_snapshot *s,
+				       const char *disk, vmb_disk **out)
+{
+	const vmb_mdisk *m = NULL;
+	struct snapdisk *sd;
+	int rc;
+	*out = NULL;
+	for (size_t i = 0; i < s->ndisks; i++)
+		if (!disk || strcmp(s->disks[i].name, disk) == 0) {
+			m = &s->disks[i];
+			break;
+		}
+	if (!m)
+		return vmb_error_set(VMB_ENOTFOUND, "snapshot %s has no disk "
+				     "'%s'", s->id, disk ? disk : "");
+	sd = vmb_calloc(1, sizeof *sd);
+	if (!sd)
+		return VMB_ENOMEM;
+	pthread_mutex_init(&sd->lock, NULL);
+	sd->r = r;
+	sd->cached = UINT64_MAX;
+	rc = vmb_repo__load_index(r, m->index, &sd->ix);
+	if (!rc && (sd->ix.disk_size != m->size ||
+		    sd->ix.chunk_size != m->chunk_size))
+		rc = vmb_error_set(VMB_ECORRUPT, "index of disk %s does not "
+				   "match its manifest", m->name);
+	if (!rc && (!(sd->buf = vmb_malloc(sd->ix.chunk_size)) ||
+		    !(sd->dctx = ZSTD_createDCtx())))
+		rc = VMB_ENOMEM;
+	if (!rc)
+		rc = vmb_disk_new(&snapdisk_ops, sd, out);
+	if (rc) {
+		sd_close(sd);
+		return rc;
+	}
+	return 0;
+}

@@ -1,0 +1,165 @@
+/* Blob framing: compress, seal or MAC, and the reverse. */
+#include <stdlib.h>
+#include <string.h>
+#include "common/util.h"
+#include <sodium.h>
+#include "blob.h"
+
+static const uint8_t magic[4] = { 'V', 'M', 'B', 'K' };
+
+size_t vmb_blob_bound(size_t len)
+{
+	return VMB_BLOB_HEADER_BYTES + VMB_SEAL_NONCE_BYTES +
+	       ZSTD_compressBound(len) + VMB_SEAL_TAG_BYTES + VMB_MAC_BYTES;
+}
+
+/* AD = header || bind, in a small stack buffer when possible. */
+static uint8_t *make_ad(const uint8_t *hdr, const uint8_t *bind,
+			size_t bindlen, uint8_t *stack, size_t stacklen,
+			size_t *adlen)
+{
+	uint8_t *ad = stack;
+	*adlen = VMB_BLOB_HEADER_BYTES + bindlen;
+	if (*adlen > stacklen && !(ad = malloc(*adlen)))
+		return NULL;
+	memcpy(ad, hdr, VMB_BLOB_HEADER_BYTES);
+	if (bindlen)
+		memcpy(ad + VMB_BLOB_HEADER_BYTES, bind, bindlen);
+	return ad;
+}
+
+int vmb_blob_encode(const vmb_keys *k, int type, const uint8_t *bind,
+		    size_t bindlen, const void *plain, size_t len, int level,
+		    ZSTD_CCtx *cctx, uint8_t *out, size_t *outlen)
+{
+	uint8_t *payload, adstack[128], *ad;
+	size_t plen = len, adlen;
+	int flags = 0;
+
+	if (len > VMB_BLOB_MAX_PLAIN)
+		return vmb_error_set(VMB_EINVAL, "object too large (%zu bytes)",
+				     len);
+	payload = out + VMB_BLOB_HEADER_BYTES +
+		  (k->encrypted ? VMB_SEAL_NONCE_BYTES : 0);
+	if (level > 0 && len > 0) {
+		size_t n;
+		ZSTD_CCtx *own = NULL;
+		if (!cctx && !(cctx = own = ZSTD_createCCtx()))
+			return vmb_error_set(VMB_ENOMEM, "out of memory");
+		n = ZSTD_compressCCtx(cctx, payload, ZSTD_compressBound(len),
+				      plain, len, level);
+		ZSTD_freeCCtx(own);
+		if (!ZSTD_isError(n) && n < len) {
+			plen = n;
+			flags |= VMB_BLOB_F_ZSTD;
+		}
+	}
+	if (!(flags & VMB_BLOB_F_ZSTD) && len)
+		memcpy(payload, plain, len);
+	flags |= k->encrypted ? VMB_BLOB_F_SEALED : VMB_BLOB_F_MAC;
+	memcpy(out, magic, 4);
+	out[4] = VMB_BLOB_VERSION;
+	out[5] = (uint8_t)type;
+	out[6] = (uint8_t)flags;
+	out[7] = 0;
+	vmb_put_le32(out + 8, (uint32_t)len);
+	vmb_put_le32(out + 12, (uint32_t)plen);
+	ad = make_ad(out, bind, bindlen, adstack, sizeof adstack, &adlen);
+	if (!ad)
+		return vmb_error_set(VMB_ENOMEM, "out of memory");
+	if (k->encrypted) {
+		uint8_t *nonce = out + VMB_BLOB_HEADER_BYTES;
+		/* in-place: the nonce sits right before the payload */
+		vmb_crypto_seal(k, ad, adlen, payload, plen, nonce);
+		*outlen = VMB_BLOB_HEADER_BYTES + VMB_SEAL_NONCE_BYTES + plen +
+			  VMB_SEAL_TAG_BYTES;
+	} else {
+		vmb_crypto_mac(k, ad, adlen, payload, plen, payload + plen);
+		*outlen = VMB_BLOB_HEADER_BYTES + plen + VMB_MAC_BYTES;
+	}
+	if (ad != adstack)
+		free(ad);
+	return 0;
+}
+
+size_t vmb_blob_plain_len(const uint8_t *blob, size_t bloblen)
+{
+	if (bloblen < VMB_BLOB_HEADER_BYTES || memcmp(blob, magic, 4) != 0)
+		return 0;
+	return vmb_le32(blob + 8);
+}
+
+int vmb_blob_decode(const vmb_keys *k, int type, const uint8_t *bind,
+		    size_t bindlen, uint8_t *blob, size_t bloblen,
+		    ZSTD_DCtx *dctx, void *out, size_t cap, size_t *outlen,
+		    const char *what)
+{
+	uint8_t adstack[128], *ad, *payload;
+	size_t adlen, plain, plen, expect;
+	int flags, r = 0;
+
+	if (bloblen < VMB_BLOB_HEADER_BYTES || memcmp(blob, magic, 4) != 0)
+		return vmb_error_set(VMB_ECORRUPT, "%s: not a vmbackup object "
+				     "(bad magic or truncated)", what);
+	if (blob[4] != VMB_BLOB_VERSION)
+		return vmb_error_set(VMB_ENOTSUP, "%s: object format version %u"
+				     " is not supported", what, blob[4]);
+	if (blob[5] != type)
+		return vmb_error_set(VMB_ECORRUPT, "%s: wrong object type %u",
+				     what, blob[5]);
+	flags = blob[6];
+	plain = vmb_le32(blob + 8);
+	plen = vmb_le32(blob + 12);
+	if ((flags & ~7) || blob[7] ||
+	    !!(flags & VMB_BLOB_F_SEALED) != !!k->encrypted ||
+	    !!(flags & VMB_BLOB_F_MAC) == !!k->encrypted)
+		return vmb_error_set(VMB_ECORRUPT, "%s: bad object flags", what);
+	if (plain > cap || plain > VMB_BLOB_MAX_PLAIN ||
+	    (!(flags & VMB_BLOB_F_ZSTD) && plen != plain))
+		return vmb_error_set(VMB_ECORRUPT, "%s: bad object length",
+				     what);
+	expect = VMB_BLOB_HEADER_BYTES + plen +
+		 (k->encrypted ? VMB_SEAL_NONCE_BYTES + VMB_SEAL_TAG_BYTES
+			       : VMB_MAC_BYTES);
+	if (bloblen != expect)
+		return vmb_error_set(VMB_ECORRUPT, "%s: object is %s (%zu bytes,"
+				     " expected %zu)", what,
+				     bloblen < expect ? "truncated" : "too long",
+				     bloblen, expect);
+	ad = make_ad(blob, bind, bindlen, adstack, sizeof adstack, &adlen);
+	if (!ad)
+		return vmb_error_set(VMB_ENOMEM, "out of memory");
+	if (k->encrypted) {
+		payload = blob + VMB_BLOB_HEADER_BYTES + VMB_SEAL_NONCE_BYTES;
+		if (vmb_crypto_open(k, ad, adlen, blob + VMB_BLOB_HEADER_BYTES,
+				    bloblen - VMB_BLOB_HEADER_BYTES, payload))
+			r = vmb_error_set(VMB_ECORRUPT, "%s: authentication "
+					  "failed (damaged or tampered)", what);
+	} else {
+		uint8_t mac[VMB_MAC_BYTES];
+		payload = blob + VMB_BLOB_HEADER_BYTES;
+		vmb_crypto_mac(k, ad, adlen, payload, plen, mac);
+		if (sodium_memcmp(mac, payload + plen, VMB_MAC_BYTES))
+			r = vmb_error_set(VMB_ECORRUPT, "%s: checksum mismatch "
+					  "(damaged or tampered)", what);
+	}
+	if (ad != adstack)
+		free(ad);
+	if (r)
+		return r;
+	if (flags & VMB_BLOB_F_ZSTD) {
+		size_t n;
+		ZSTD_DCtx *own = NULL;
+		if (!dctx && !(dctx = own = ZSTD_createDCtx()))
+			return vmb_error_set(VMB_ENOMEM, "out of memory");
+		n = ZSTD_decompressDCtx(dctx, out, plain, payload, plen);
+		ZSTD_freeDCtx(own);
+		if (ZSTD_isError(n) || n != plain)
+			return vmb_error_set(VMB_ECORRUPT, "%s: cannot "
+					     "decompress", what);
+	} else if (plain) {
+		memcpy(out, payload, plain);
+	}
+	*outlen = plain;
+	return 0;
+}

@@ -1,0 +1,376 @@
+/*
+ * Local directory backend.  An object is a file; a put writes a temporary
+ * file beside it, fsyncs it, renames it over the name and fsyncs the
+ * folder, so a crash leaves either the old or the new object.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <sodium.h>
+#include "common/util.h"
+#include "target.h"
+
+#define TMP_MARK ".tmp-"
+
+struct local {
+	vmb_target base;
+	char *root;
+};
+
+static int errno_code(int e)
+{
+	switch (e) {
+	case ENOENT: return VMB_ENOTFOUND;
+	case EEXIST: return VMB_EEXISTS;
+	case ENOSPC: case EDQUOT: case EFBIG: return VMB_ENOSPC;
+	case EACCES: case EPERM: case EROFS: return VMB_EACCES;
+	case ENOMEM: return VMB_ENOMEM;
+	default: return VMB_EIO;
+	}
+}
+
+static int fail(struct local *l, const char *what, const char *name, int e)
+{
+	return vmb_error_set(errno_code(e), "%s: cannot %s %s: %s",
+			     l->base.url, what, name, strerror(e));
+}
+
+static int mkdirs(const char *path)
+{
+	char *p = vmb_strdup(path);
+	if (!p)
+		return -1;
+	for (char *s = p + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = 0;
+		if (mkdir(p, 0700) != 0 && errno != EEXIST) {
+			free(p);
+			return -1;
+		}
+		*s = '/';
+	}
+	if (mkdir(p, 0700) != 0 && errno != EEXIST) {
+		free(p);
+		return -1;
+	}
+	free(p);
+	return 0;
+}
+
+static int fsync_dir(const char *file)
+{
+	char *d = vmb_strdup(file), *slash;
+	int fd, r = 0;
+	if (!d)
+		return -1;
+	slash = strrchr(d, '/');
+	if (slash)
+		*slash = 0;
+	fd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (fsync(fd) != 0 && errno != EINVAL)
+			r = -1;
+		close(fd);
+	}
+	free(d);
+	return r;
+}
+
+static int local_put(vmb_target *t, const char *name, const void *data,
+		     size_t length)
+{
+	struct local *l = (struct local *)t;
+	char *path = vmb_asprintf("%s/%s", l->root, name), *tmp = NULL;
+	int fd = -1, r = 0, e;
+	uint8_t rnd[8];
+	char rhex[17];
+
+	if (!path)
+		return VMB_ENOMEM;
+	randombytes_buf(rnd, sizeof rnd);
+	vmb_hex(rnd, sizeof rnd, rhex);
+	tmp = vmb_asprintf("%s" TMP_MARK "%s", path, rhex);
+	if (!tmp) {
+		r = VMB_ENOMEM;
+		goto out;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 && errno == ENOENT) {
+		char *dir = vmb_strdup(tmp), *slash = strrchr(dir, '/');
+		if (slash)
+			*slash = 0;
+		if (mkdirs(dir) != 0) {
+			e = errno;
+			free(dir);
+			r = fail(l, "create folder for", name, e);
+			goto out;
+		}
+		free(dir);
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	}
+	if (fd < 0) {
+		r = fail(l, "create", name, errno);
+		goto out;
+	}
+	e = -vmb_pwrite_full(fd, data, length, 0);
+	if (e) {
+		r = fail(l, "write", name, e);
+		goto out;
+	}
+	if (fsync(fd) != 0) {
+		r = fail(l, "sync", name, errno);
+		goto out;
+	}
+	if (close(fd) != 0) {
+		fd = -1;
+		r = fail(l, "close", name, errno);
+		goto out;
+	}
+	fd = -1;
+	if (rename(tmp, path) != 0) {
+		r = fail(l, "rename", name, errno);
+		goto out;
+	}
+	if (fsync_dir(path) != 0) {
+		r = fail(l, "sync folder of", name, errno);
+		goto out;
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	if (r && tmp)
+		unlink(tmp);
+	free(tmp);
+	free(path);
+	return r;
+}
+
+static int local_get(vmb_target *t, const char *name, void **data,
+		     size_t *length)
+{
+	struct local *l = (struct local *)t;
+	char *path = vmb_asprintf("%s/%s", l->root, name);
+	struct stat st;
+	int fd, r = 0;
+	void *buf = NULL;
+	int64_t n;
+
+	if (!path)
+		return VMB_ENOMEM;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	free(path);
+	if (fd < 0)
+		return fail(l, "open", name, errno);
+	if (fstat(fd, &st) != 0) {
+		r = fail(l, "stat", name, errno);
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size > (off_t)(1LL << 32)) {
+		r = vmb_error_set(VMB_ECORRUPT, "%s: %s is not a valid object",
+				  l->base.url, name);
+		goto out;
+	}
+	buf = vmb_malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		r = VMB_ENOMEM;
+		goto out;
+	}
+	n = vmb_pread_full(fd, buf, (size_t)st.st_size, 0);
+	if (n < 0) {
+		r = fail(l, "read", name, (int)-n);
+		goto out;
+	}
+	*data = buf;
+	*length = (size_t)n;
+	buf = NULL;
+out:
+	free(buf);
+	close(fd);
+	return r;
+}
+
+static int local_stat(vmb_target *t, const char *name, uint64_t *size,
+		      int64_t *mtime)
+{
+	struct local *l = (struct local *)t;
+	char *path = vmb_asprintf("%s/%s", l->root, name);
+	struct stat st;
+	int r;
+	if (!path)
+		return VMB_ENOMEM;
+	r = stat(path, &st);
+	free(path);
+	if (r != 0) {
+		int e = errno;
+		if (e == ENOENT)
+			return vmb_error_set(VMB_ENOTFOUND, "%s: %s not found",
+					     l->base.url, name);
+		return fail(l, "stat", name, e);
+	}
+	*size = (uint64_t)st.st_size;
+	*mtime = (int64_t)st.st_mtime;
+	return 0;
+}
+
+struct walk {
+	struct local *l;
+	const char *prefix;
+	vmb_target_list_fn fn;
+	void *payload;
+	int stop;
+	int err;
+};
+
+/* rel: path of dir relative to root ("" for root). */
+static void walk_dir(struct walk *w, const char *rel, int depth)
+{
+	char *dir = rel[0] ? vmb_asprintf("%s/%s", w->l->root, rel)
+			   : vmb_strdup(w->l->root);
+	DIR *d;
+	struct dirent *e;
+
+	if (!dir || depth > 16)
+		goto out;
+	d = opendir(dir);
+	if (!d) {
+		if (errno != ENOENT && errno != ENOTDIR)
+			w->err = fail(w->l, "list", rel[0] ? rel : ".", errno);
+		goto out;
+	}
+	while (!w->stop && !w->err && (e = readdir(d))) {
+		char *name;
+		struct stat st;
+		size_t plen = strlen(w->prefix), nlen;
+		if (e->d_name[0] == '.' || strstr(e->d_name, TMP_MARK))
+			continue;
+		name = rel[0] ? vmb_asprintf("%s/%s", rel, e->d_name)
+			      : vmb_strdup(e->d_name);
+		if (!name) {
+			w->err = VMB_ENOMEM;
+			break;
+		}
+		nlen = strlen(name);
+		/* prune: descend only where the prefix can still match */
+		if (strncmp(name, w->prefix, VMB_MIN(nlen, plen)) != 0) {
+			free(name);
+			continue;
+		}
+		char *full = vmb_asprintf("%s/%s", dir, e->d_name);
+		if (full && stat(full, &st) == 0) {
+			if (S_ISDIR(st.st_mode)) {
+				walk_dir(w, name, depth + 1);
+			} else if (S_ISREG(st.st_mode) && nlen >= plen &&
+				   vmb_target__name_ok(name)) {
+				if (w->fn(name, (uint64_t)st.st_size,
+					  (int64_t)st.st_mtime, w->payload))
+					w->stop = 1;
+			}
+		}
+		free(full);
+		free(name);
+	}
+	closedir(d);
+out:
+	free(dir);
+}
+
+static int local_list(vmb_target *t, const char *prefix,
+		      vmb_target_list_fn fn, void *payload)
+{
+	struct walk w = { (struct local *)t, prefix, fn, payload, 0, 0 };
+	/* start from the deepest folder named completely by the prefix */
+	char *start = vmb_strdup(prefix), *slash;
+	if (!start)
+		return VMB_ENOMEM;
+	slash = strrchr(start, '/');
+	if (slash)
+		*slash = 0;
+	else
+		start[0] = 0;
+	walk_dir(&w, start, 0);
+	free(start);
+	return w.err;
+}
+
+static int local_del(vmb_target *t, const char *name)
+{
+	struct local *l = (struct local *)t;
+	char *path = vmb_asprintf("%s/%s", l->root, name);
+	int r = 0;
+	if (!path)
+		return VMB_ENOMEM;
+	if (unlink(path) != 0) {
+		int e = errno;
+		r = e == ENOENT ? vmb_error_set(VMB_ENOTFOUND,
+						"%s: %s not found",
+						l->base.url, name)
+				: fail(l, "delete", name, e);
+	}
+	free(path);
+	return r;
+}
+
+static int local_touch(vmb_target *t, const char *name)
+{
+	struct local *l = (struct local *)t;
+	char *path = vmb_asprintf("%s/%s", l->root, name);
+	int r = 0;
+	if (!path)
+		return VMB_ENOMEM;
+	if (utimensat(AT_FDCWD, path, NULL, 0) != 0)
+		r = fail(l, "touch", name, errno);
+	free(path);
+	return r;
+}
+
+static void local_close(vmb_target *t)
+{
+	struct local *l = (struct local *)t;
+	free(l->root);
+	free(l->base.url);
+	free(l);
+}
+
+static const vmb_target_ops local_ops = {
+	VMB_TARGET_OPS_VERSION, "local", local_put, local_get, local_stat,
+	local_list, local_del, local_touch, local_close,
+};
+
+static int local_open(const char *url, vmb_target **out)
+{
+	struct local *l;
+	const char *path = url;
+	size_t n;
+	if (strncmp(url, "file://", 7) == 0) {
+		path = url + 7;
+		if (path[0] != '/')
+			return vmb_error_set(VMB_EINVAL,
+					     "%s: file:// URLs need an absolute path",
+					     url);
+	}
+	l = vmb_calloc(1, sizeof *l);
+	if (!l)
+		return VMB_ENOMEM;
+	l->root = vmb_strdup(path);
+	l->base.url = vmb_strdup(url);
+	if (!l->root || !l->base.url) {
+		local_close(&l->base);
+		return VMB_ENOMEM;
+	}
+	n = strlen(l->root);
+	while (n > 1 && l->root[n - 1] == '/')
+		l->root[--n] = 0;
+	l->base.ops = &local_ops;
+	*out = &l->base;
+	return 0;
+}
+
+const vmb_target_backend vmb_target__local_backend = {
+	VMB_TARGET_BACKEND_VERSION, "file", local_open
+};

@@ -1,0 +1,30 @@
+#!/bin/bash
+# Installs the Debian 12 packages vmbackup needs, only those missing.
+#   scripts/install-deps.sh build   libraries and tools to build
+#   scripts/install-deps.sh test    plus everything the tests start
+set -euo pipefail
+what=${1:-build}
+build_pkgs=(cmake make gcc pkg-config python3 libzstd-dev libsodium-dev
+	libarchive-dev libxxhash-dev libcurl4-openssl-dev libnfs-dev libnbd-dev
+	libvirt-dev libunicorn-dev zlib1g-dev qemu-utils)
+test_pkgs=(clang libclang-rt-14-dev nfs-ganesha nfs-ganesha-vfs rpcbind
+	libnfs-utils nodejs npm zstd xxd)
+pkgs=("${build_pkgs[@]}")
+[ "$what" = test ] && pkgs+=("${test_pkgs[@]}")
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+		missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "installing: ${missing[*]}"
+	SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+		--no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [ "$what" = test ] && [ -f tests/package-lock.json ] &&
+   [ ! -x tests/node_modules/.bin/s3rver ]; then
+	echo "installing the S3 test server (npm ci)"
+	npm ci --prefix tests --no-audit --no-fund --loglevel=error >/dev/null
+fi

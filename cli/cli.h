@@ -52,6 +52,8 @@ int cli_progress_enabled(void);
 const char *cli_bytes(uint64_t n, char buf[32]);
 /* Print a JSON string literal. */
 void cli_json_str(FILE *f, const char *s);
+/* Library error logs are not printed (the command sums them up). */
+void cli_quiet_errors(void);
 /* Print help text and return 0. */
 int cli_help(const char *text);
 
@@ -62,5 +64,12 @@ int cmd_snapshots(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
+int cmd_gc(int argc, char **argv);
+int cmd_protect(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_import(int argc, char **argv);
+int cmd_key(int argc, char **argv);
 
 #endif

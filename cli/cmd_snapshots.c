@@ -49,6 +49,7 @@ int cmd_snapshots(int argc, char **argv)
 	rc = cli_open_repo(argv[optind], &r);
 	if (rc)
 		return cli_fail(rc);
+	cli_quiet_errors(); /* damaged manifests: one summary line */
 	rc = vmb_repo_snapshots(r, vm, &list, &n);
 	if (rc) {
 		vmb_repo_close(r);
@@ -115,6 +116,18 @@ int cmd_snapshots(int argc, char **argv)
 	if (g.json)
 		printf("]\n");
 	vmb_snapshot_list_free(list, n);
+	{
+		const char *first;
+		size_t bad = vmb_repo_damaged_manifests(r, &first);
+		if (bad) {
+			vmb_error_set(VMB_ECORRUPT, "%zu snapshot manifest%s "
+				      "damaged (first: %s); the others are "
+				      "listed", bad, bad == 1 ? " is" : "s are",
+				      first);
+			vmb_repo_close(r);
+			return cli_fail(VMB_ECORRUPT);
+		}
+	}
 	vmb_repo_close(r);
 	return EXIT_OK;
 }

@@ -21,6 +21,13 @@ static const struct {
 	{ "snapshots", cmd_snapshots, "list the snapshots in a repository" },
 	{ "restore", cmd_restore, "restore a snapshot's disks to a folder" },
 	{ "check", cmd_check, "check a repository's metadata" },
+	{ "verify", cmd_verify, "read and authenticate a snapshot's data" },
+	{ "prune", cmd_prune, "remove snapshots by retention rules" },
+	{ "gc", cmd_gc, "free the space of unreferenced chunks" },
+	{ "protect", cmd_protect, "protect a snapshot from prune (or undo)" },
+	{ "export", cmd_export, "write a snapshot to a self-contained tar" },
+	{ "import", cmd_import, "import an exported tar or an OVA" },
+	{ "key", cmd_key, "change, add or export repository keys" },
 	{ "inspect", cmd_inspect, "describe a disk image" },
 };
 
@@ -67,6 +74,22 @@ static void log_sink(vmb_log_level level, const char *msg, void *payload)
 		fprintf(log_file, "%s %s: %s\n", ts, n, msg);
 		fflush(log_file);
 	}
+}
+
+static void errors_quiet_sink(vmb_log_level level, const char *msg,
+			      void *payload)
+{
+	if (level != VMB_LOG_ERROR)
+		log_sink(level, msg, payload);
+	else if (log_file)
+		fprintf(log_file, "error: %s\n", msg);
+}
+
+/* Library errors that a command reports itself as one summary line. */
+void cli_quiet_errors(void)
+{
+	vmb_log_set(errors_quiet_sink, NULL,
+		    g.verbose ? VMB_LOG_INFO : VMB_LOG_WARN);
 }
 
 int cli_common_opt(int c, const char *arg)

@@ -151,11 +151,20 @@ VMB_EXTERN(int) vmb_repo_snapshot_find(vmb_repo *r, const char *ref,
 
 /**
  * List snapshots, oldest first, optionally only those of VM @p vm.
+ * Damaged manifests are skipped, logged and counted (see
+ * vmb_repo_damaged_manifests()), so one bad manifest hides nothing else.
  * @param[out] list  free with vmb_snapshot_list_free()
  */
 VMB_EXTERN(int) vmb_repo_snapshots(vmb_repo *r, const char *vm,
 				   vmb_snapshot ***list, size_t *count);
 VMB_EXTERN(void) vmb_snapshot_list_free(vmb_snapshot **list, size_t count);
+
+/**
+ * Damaged manifests the last vmb_repo_snapshots() call skipped (each was
+ * logged as an error).  @param[out] first  id of the first one, or NULL.
+ */
+VMB_EXTERN(size_t) vmb_repo_damaged_manifests(const vmb_repo *r,
+					      const char **first);
 VMB_EXTERN(void) vmb_snapshot_free(vmb_snapshot *s);
 
 /* Snapshot getters: the strings belong to the snapshot. */
@@ -209,6 +218,134 @@ VMB_EXTERN(int) vmb_repo_check(vmb_repo *r, vmb_check_result *result);
 VMB_EXTERN(int) vmb_repo_lock(vmb_repo *r, int ttl);
 /** Release the maintenance lock if this handle holds it. */
 VMB_EXTERN(int) vmb_repo_unlock(vmb_repo *r);
+
+
+/* ---- retention, space, verification ---- */
+
+/** Options for vmb_repo_prune(); start from VMB_PRUNE_OPTIONS_INIT. */
+typedef struct vmb_prune_options {
+	unsigned version; /**< VMB_PRUNE_OPTIONS_VERSION */
+	const char *vm;   /**< only this VM; NULL: every VM, each on its own */
+	int keep_last;    /**< keep the N newest snapshots */
+	int keep_hourly;  /**< the newest of each of the last N hours ... */
+	int keep_daily;
+	int keep_weekly;  /**< ISO weeks */
+	int keep_monthly;
+	int keep_yearly;
+	int dry_run;      /**< decide and report, delete nothing */
+} vmb_prune_options;
+
+#define VMB_PRUNE_OPTIONS_VERSION 1
+#define VMB_PRUNE_OPTIONS_INIT { VMB_PRUNE_OPTIONS_VERSION, NULL, 0, 0, 0, \
+				 0, 0, 0, 0 }
+
+/**
+ * Called once per snapshot considered by prune, oldest first: @p keep is
+ * 1 when it stays, @p reason says which rules keep it ("last, daily") or
+ * why it goes ("no rule keeps it").
+ */
+typedef void (*vmb_prune_fn)(const vmb_snapshot *s, int keep,
+			     const char *reason, void *payload);
+
+/**
+ * Remove snapshots that no keep rule selects (the rules restic, Borg and
+ * Proxmox document: each period rule keeps the newest snapshot of each of
+ * the last N periods that have one; periods are in local time).  Rules
+ * apply per VM.  Protected snapshots are never removed.  Refuses to run
+ * with no rule at all (VMB_EINVAL).  Takes the maintenance lease.  Only
+ * manifests are removed; vmb_repo_gc() frees the space.
+ * @param[out] removed  number of snapshots removed (or that would be)
+ */
+VMB_EXTERN(int) vmb_repo_prune(vmb_repo *r, const vmb_prune_options *o,
+			       vmb_prune_fn fn, void *payload,
+			       size_t *removed);
+
+/** Protect a snapshot from prune (@p on = 1) or lift the protection. */
+VMB_EXTERN(int) vmb_repo_protect(vmb_repo *r, const char *snap, int on);
+/** @return 1 if protected, 0 if not, or a negative error. */
+VMB_EXTERN(int) vmb_repo_is_protected(vmb_repo *r, const char *snap_id);
+
+/** Options for vmb_repo_gc(); start from VMB_GC_OPTIONS_INIT. */
+typedef struct vmb_gc_options {
+	unsigned version;      /**< VMB_GC_OPTIONS_VERSION */
+	int dry_run;           /**< count, delete nothing */
+	uint64_t memory_limit; /**< bytes for the mark set; 0: 256 MiB */
+	int64_t grace;         /**< also keep chunks younger than this many
+				    seconds (for stores whose listings lag) */
+} vmb_gc_options;
+
+#define VMB_GC_OPTIONS_VERSION 1
+#define VMB_GC_OPTIONS_INIT { VMB_GC_OPTIONS_VERSION, 0, 0, 0 }
+
+/** What vmb_repo_gc() found and did. */
+typedef struct vmb_gc_result {
+	uint64_t chunks_total;      /**< chunk objects listed */
+	uint64_t chunks_referenced; /**< kept: a snapshot uses them */
+	uint64_t chunks_young;      /**< kept: unreferenced but too new */
+	uint64_t chunks_deleted;    /**< deleted (or would be, dry run) */
+	uint64_t bytes_freed;       /**< stored bytes of deleted chunks */
+	uint64_t indexes_deleted;
+	uint64_t sessions_running;  /**< backups running during the GC */
+	uint64_t sessions_stale;    /**< dead backups' markers removed */
+	unsigned passes;            /**< mark passes (memory bound) */
+	double seconds;
+} vmb_gc_result;
+
+/**
+ * Mark and sweep: delete chunks and indexes no snapshot references.  Safe
+ * while backups run: see docs/gc.md for the protocol (a new GC epoch,
+ * session markers, a cut-off at the oldest running backup, and backups
+ * that verify and repair after a concurrent GC).  Memory for the mark set
+ * stays under memory_limit: with more chunks the mark runs in several
+ * passes over disjoint id ranges.  Takes the maintenance lease.
+ */
+VMB_EXTERN(int) vmb_repo_gc(vmb_repo *r, const vmb_gc_options *o,
+			    vmb_gc_result *res);
+
+/** Options for vmb_repo_verify(); start from VMB_VERIFY_OPTIONS_INIT. */
+typedef struct vmb_verify_options {
+	unsigned version;     /**< VMB_VERIFY_OPTIONS_VERSION */
+	const char *snapshot; /**< a snapshot reference, or NULL for all */
+	int data;             /**< read, authenticate, decompress and
+				   re-hash every chunk (else: existence) */
+	double sample;        /**< percent of chunks to read (0 = 100) */
+	int threads;          /**< 0: one per core */
+	vmb_progress_fn progress;
+	void *progress_payload;
+} vmb_verify_options;
+
+#define VMB_VERIFY_OPTIONS_VERSION 1
+#define VMB_VERIFY_OPTIONS_INIT { VMB_VERIFY_OPTIONS_VERSION, NULL, 0, 0, \
+				  0, NULL, NULL }
+
+/**
+ * Called for each damage found: a damaged chunk once per place it breaks
+ * (snapshot, disk, guest offset), or a damaged manifest/index (disk NULL
+ * or offset UINT64_MAX).  @p what says what is wrong.
+ */
+typedef void (*vmb_verify_fn)(const char *snapshot, const char *vm,
+			      const char *disk, uint64_t offset,
+			      const char *chunk, const char *what,
+			      void *payload);
+
+typedef struct vmb_verify_result {
+	uint64_t snapshots;
+	uint64_t chunks_checked;
+	uint64_t chunks_damaged; /**< damaged or missing chunks */
+	uint64_t bytes_checked;
+	uint64_t problems;       /**< callback calls */
+	double seconds;
+} vmb_verify_result;
+
+/**
+ * Verify snapshots.  Damaged chunks are recorded in the repository
+ * (damaged/<id>) so the next backup that produces the same data rewrites
+ * them ("healing").  @return 0, VMB_EVERIFY if anything is damaged, or
+ * another error if the verification could not run.
+ */
+VMB_EXTERN(int) vmb_repo_verify(vmb_repo *r, const vmb_verify_options *o,
+				vmb_verify_fn fn, void *payload,
+				vmb_verify_result *res);
 
 #ifdef __cplusplus
 }

@@ -13,6 +13,8 @@
 #include <unistd.h>
 #include "common/pool.h"
 #include "common/util.h"
+#include "common/json.h"
+#include "lease.h"
 #include "repo_internal.h"
 
 struct worker_state {
@@ -31,6 +33,8 @@ struct bctx {
 	pthread_cond_t buf_cv;
 	uint8_t **bufs;
 	int nfree;
+	uint8_t *mine;          /* per chunk: uploaded by this run */
+	const vmb_idset *damaged; /* chunks verify found damaged */
 	/* stats (under lock) */
 	uint64_t bytes_new, bytes_stored, chunks_new, fp_reused;
 	/* first error */
@@ -95,7 +99,8 @@ static void chunk_job(void *arg, int worker)
 	if (c->parent && j->idx < c->parent->count &&
 	    c->parent->e[j->idx].kind == VMB_CHUNK_DATA &&
 	    vmb_index_chunk_len(c->parent, j->idx) == j->len &&
-	    memcmp(c->parent->e[j->idx].fp, e->fp, 16) == 0) {
+	    memcmp(c->parent->e[j->idx].fp, e->fp, 16) == 0 &&
+	    !vmb_idset_has(c->damaged, c->parent->e[j->idx].id)) {
 		/* unchanged since the parent: reuse its id, no BLAKE2b */
 		memcpy(e->id, c->parent->e[j->idx].id, 32);
 		pthread_mutex_lock(&c->lock);
@@ -104,6 +109,10 @@ static void chunk_job(void *arg, int worker)
 		goto out;
 	}
 	vmb_crypto_chunk_id(&r->keys, j->buf, j->len, e->id);
+	char name[80];
+	uint64_t sz;
+	int heal = vmb_idset_has(c->damaged, e->id);
+	vmb_chunk_name(e->id, name);
 	pthread_mutex_lock(&r->known_lock);
 	fresh = vmb_idset_add(&r->known, e->id);
 	pthread_mutex_unlock(&r->known_lock);
@@ -111,16 +120,15 @@ static void chunk_job(void *arg, int worker)
 		rc = VMB_ENOMEM;
 		goto fail;
 	}
-	if (!fresh)
-		goto out;
-	char name[80];
-	uint64_t sz;
-	vmb_chunk_name(e->id, name);
-	rc = vmb_target_stat(r->t, name, &sz, NULL);
-	if (rc == 0)
-		goto out; /* stored by an earlier (maybe interrupted) run */
-	if (rc != VMB_ENOTFOUND)
-		goto fail;
+	if (!heal) {
+		if (!fresh)
+			goto out;
+		rc = vmb_target_stat(r->t, name, &sz, NULL);
+		if (rc == 0)
+			goto out; /* stored by an earlier (maybe killed) run */
+		if (rc != VMB_ENOTFOUND)
+			goto fail;
+	}
 	size_t n;
 	rc = vmb_blob_encode(&r->keys, VMB_BLOB_CHUNK, e->id, 32, j->buf,
 			     j->len, r->zstd_level, ws->cctx, ws->out, &n);
@@ -132,7 +140,14 @@ static void chunk_job(void *arg, int worker)
 	c->bytes_new += j->len;
 	c->bytes_stored += n;
 	c->chunks_new++;
+	c->mine[j->idx] = 1;
 	pthread_mutex_unlock(&c->lock);
+	if (heal) {
+		char dname[80];
+		snprintf(dname, sizeof dname, "damaged/%s", name + 10);
+		vmb_target_delete(r->t, dname);
+		vmb_log(VMB_LOG_INFO, "healed damaged chunk %s", name + 10);
+	}
 	goto out;
 fail:
 	/* do not let the known set claim a chunk that never got stored */
@@ -184,7 +199,11 @@ static char *disk_name_from_path(const char *path)
 	return n;
 }
 
+struct keepalive;
+static int keep_alive(struct keepalive *k, int force);
+
 struct progress_state {
+	struct keepalive *ka;
 	const vmb_backup_options *o;
 	double last;
 	vmb_progress p;
@@ -254,9 +273,171 @@ static int backup_disk(struct bctx *c, vmb_pool *pool, vmb_disk *d,
 			vmb_pool_submit(pool, chunk_job, j);
 		}
 		ps->p.bytes_read = *bytes_read;
-		if ((rc = report(ps, 0)))
+		if ((rc = report(ps, 0)) || (rc = keep_alive(ps->ka, 0)))
 			return rc;
 	}
+	return 0;
+}
+
+
+struct keepalive {
+	vmb_repo *r;
+	const char *session;
+	const char *vm_lock;
+	char *vm_token;
+	double last;
+};
+
+/* Refresh the session marker and the VM lease about once a minute, so
+ * GC and other hosts see this backup alive. */
+static int keep_alive(struct keepalive *k, int force)
+{
+	double now = vmb_now();
+	int rc;
+	if (!force && now - k->last < 60)
+		return 0;
+	k->last = now;
+	rc = vmb_target_touch(k->r->t, k->session);
+	if (rc == VMB_ENOTSUP) {
+		vmb_error_clear();
+		rc = 0;
+	}
+	if (!rc && k->vm_lock)
+		rc = vmb_lease_take(k->r, k->vm_lock, 3600, "the VM", k->vm_token);
+	return rc;
+}
+
+static void read_epoch(vmb_repo *r, char out[65])
+{
+	void *ep = NULL;
+	size_t n;
+	strcpy(out, "0");
+	if (vmb_target_get(r->t, "state/gc-epoch", &ep, &n) == 0) {
+		n = n < 64 ? n : 64;
+		memcpy(out, ep, n);
+		out[n] = 0;
+		free(ep);
+	}
+	vmb_error_clear();
+}
+
+/* Is a maintenance lease (GC, prune) live right now? */
+static int maintenance_running(vmb_repo *r)
+{
+	void *data = NULL;
+	size_t len;
+	vmb_json *j = NULL;
+	int64_t exp = 0;
+	if (vmb_target_get(r->t, "locks/maintenance", &data, &len) != 0) {
+		vmb_error_clear();
+		return 0;
+	}
+	if (len < 4096 && vmb_json_parse(data, len, "lock", &j) == 0)
+		vmb_json_i64(j, "expires", &exp);
+	vmb_json_free(j);
+	free(data);
+	return exp > (int64_t)time(NULL);
+}
+
+/*
+ * After the manifest is written: if a GC overlapped this backup, wait for
+ * it to end, then make sure every chunk this backup reused without
+ * uploading still exists; re-read and re-upload any that a GC removed
+ * (docs/gc.md).  Fails, removing the manifest, if the source no longer
+ * has the same data.
+ */
+static int end_check(vmb_repo *r, const char *start_epoch,
+		     const char *manifest, vmb_index *ixs, uint8_t **mine,
+		     vmb_disk **disks, size_t nd, struct keepalive *ka)
+{
+	char now_epoch[65];
+	vmb_idset seen;
+	ZSTD_CCtx *cctx = NULL;
+	uint8_t *buf = NULL, *out = NULL;
+	int rc = 0, waited = 0;
+
+	read_epoch(r, now_epoch);
+	if (strcmp(now_epoch, start_epoch) == 0 && !maintenance_running(r))
+		return 0;
+	while (maintenance_running(r)) {
+		if (!waited++)
+			vmb_log(VMB_LOG_INFO, "a GC or prune is running; "
+				"waiting for it before checking reused chunks");
+		if ((rc = keep_alive(ka, 0)))
+			return rc;
+		sleep(2);
+	}
+	vmb_log(VMB_LOG_INFO, "a GC overlapped this backup: checking the "
+		"chunks it reused");
+	memset(&seen, 0, sizeof seen);
+	for (size_t d = 0; d < nd && !rc; d++) {
+		vmb_index *ix = &ixs[d];
+		for (uint64_t i = 0; i < ix->count && !rc; i++) {
+			char name[80];
+			uint64_t sz;
+			size_t n;
+			uint32_t len = vmb_index_chunk_len(ix, i);
+			uint8_t id[32];
+			if (ix->e[i].kind != VMB_CHUNK_DATA || mine[d][i] ||
+			    vmb_idset_add(&seen, ix->e[i].id) != 1)
+				continue;
+			vmb_chunk_name(ix->e[i].id, name);
+			rc = vmb_target_stat(r->t, name, &sz, NULL);
+			if (rc != VMB_ENOTFOUND)
+				continue;
+			/* repair from the source */
+			if ((!buf && !(buf = vmb_malloc(ix->chunk_size))) ||
+			    (!out && !(out = vmb_malloc(vmb_blob_bound(ix->chunk_size)))) ||
+			    (!cctx && !(cctx = ZSTD_createCCtx()))) {
+				rc = VMB_ENOMEM;
+				break;
+			}
+			rc = vmb_disk_read(disks[d], buf, i * ix->chunk_size, len);
+			if (rc)
+				break;
+			vmb_crypto_chunk_id(&r->keys, buf, len, id);
+			if (memcmp(id, ix->e[i].id, 32) != 0) {
+				rc = vmb_error_set(VMB_EIO, "a concurrent GC "
+						   "removed chunk %s and the source "
+						   "has changed since; run the "
+						   "backup again", name + 10);
+				break;
+			}
+			rc = vmb_blob_encode(&r->keys, VMB_BLOB_CHUNK, id, 32,
+					     buf, len, r->zstd_level, cctx, out,
+					     &n);
+			if (!rc)
+				rc = vmb_target_put(r->t, name, out, n);
+			vmb_log(VMB_LOG_INFO, "re-uploaded chunk %s removed by "
+				"a concurrent GC", name + 10);
+		}
+	}
+	vmb_idset_free(&seen);
+	ZSTD_freeCCtx(cctx);
+	free(buf);
+	free(out);
+	if (rc) {
+		int e = vmb_error_code();
+		char msg[1024];
+		snprintf(msg, sizeof msg, "%s", vmb_error_message());
+		vmb_target_delete(r->t, manifest);
+		vmb_error_set(e ? e : rc, "%s", msg);
+	}
+	return rc;
+}
+
+struct dmg_list {
+	vmb_idset *set;
+};
+
+static int damaged_cb(const char *name, uint64_t size, int64_t mtime,
+		      void *payload)
+{
+	struct dmg_list *d = payload;
+	uint8_t id[32];
+	const char *h = strrchr(name, '/');
+	if (h && vmb_unhex(h + 1, id, 32) == 0)
+		vmb_idset_add(d->set, id);
 	return 0;
 }
 
@@ -298,8 +479,11 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 	vmb_index *ixs = NULL;
 	struct progress_state ps;
 	char host[256] = "", session[64] = "", *json = NULL, stats[512];
-	uint8_t sid[16];
+	uint8_t sid[16], **mine = NULL;
 	int rc = 0, nthreads, nbufs, used_parent = 0;
+	struct keepalive ka;
+	char vm_lock[80] = "", vm_token[33] = "", start_epoch[65];
+	vmb_idset damaged;
 	double t0 = vmb_now();
 
 	if (!opts)
@@ -308,7 +492,12 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 	memset(&snap, 0, sizeof snap);
 	memset(&c, 0, sizeof c);
 	memset(&ps, 0, sizeof ps);
+	memset(&ka, 0, sizeof ka);
+	memset(&damaged, 0, sizeof damaged);
 	ps.o = opts;
+	ps.ka = &ka;
+	ka.r = r;
+	ka.vm_token = vm_token;
 	ps.p.phase = "backup";
 	pthread_mutex_init(&c.lock, NULL);
 	pthread_cond_init(&c.buf_cv, NULL);
@@ -319,8 +508,9 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 	disks = vmb_calloc(nsrc, sizeof *disks);
 	own = vmb_calloc(nsrc, sizeof *own);
 	ixs = vmb_calloc(nsrc, sizeof *ixs);
+	mine = vmb_calloc(nsrc, sizeof *mine);
 	snap.disks = vmb_calloc(nsrc, sizeof *snap.disks);
-	if (!disks || !own || !ixs || !snap.disks) {
+	if (!disks || !own || !ixs || !mine || !snap.disks) {
 		rc = VMB_ENOMEM;
 		goto out;
 	}
@@ -374,6 +564,29 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 		rc = vmb_error_set(VMB_EINVAL, "empty VM name");
 		goto out;
 	}
+	/* one backup of a VM at a time (the name is hashed: VM names are
+	 * private, the lock object's name is not) */
+	{
+		uint8_t h[32];
+		char hex[65];
+		vmb_crypto_chunk_id(&r->keys, snap.vm, strlen(snap.vm), h);
+		vmb_hex(h, 16, hex);
+		snprintf(vm_lock, sizeof vm_lock, "locks/vm-%s", hex);
+		rc = vmb_lease_take(r, vm_lock, 3600, "backups of this VM",
+				    vm_token);
+		if (rc) {
+			vm_lock[0] = 0;
+			goto out;
+		}
+		ka.vm_lock = vm_lock;
+	}
+	read_epoch(r, start_epoch);
+	{
+		struct dmg_list dl = { &damaged };
+		rc = vmb_target_list(r->t, "damaged/", damaged_cb, &dl);
+		if (rc)
+			goto out;
+	}
 	if (!opts->full) {
 		rc = find_parent(r, snap.vm, &parent);
 		if (rc)
@@ -397,6 +610,8 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 			session[0] = 0;
 			goto out;
 		}
+		ka.session = session;
+		ka.last = vmb_now();
 	}
 
 	nthreads = opts->threads > 0 ? opts->threads
@@ -437,6 +652,13 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 		rc = vmb_index_alloc(&ixs[i], m->size, r->chunk_size);
 		if (rc)
 			break;
+		mine[i] = vmb_calloc(ixs[i].count ? ixs[i].count : 1, 1);
+		if (!mine[i]) {
+			rc = VMB_ENOMEM;
+			break;
+		}
+		c.mine = mine[i];
+		c.damaged = &damaged;
 		if (parent) {
 			for (size_t k = 0; k < parent->ndisks; k++) {
 				vmb_mdisk *pm = &parent->disks[k];
@@ -539,6 +761,9 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 		rc = vmb_repo__put_blob(r, VMB_BLOB_MANIFEST, mname,
 					(uint8_t *)mname, strlen(mname), json,
 					strlen(json), &c.bytes_stored);
+		if (!rc)
+			rc = end_check(r, start_epoch, mname, ixs, mine, disks,
+				       nsrc, &ka);
 	}
 	if (rc)
 		goto out;
@@ -551,14 +776,20 @@ out:
 		vmb_pool_wait(pool);
 		vmb_pool_free(pool);
 	}
-	if (session[0]) {
+	if (session[0] || vm_lock[0]) {
 		int e = vmb_error_code();
 		char msg[1024];
 		snprintf(msg, sizeof msg, "%s", vmb_error_message());
-		vmb_target_delete(r->t, session);
+		if (session[0])
+			vmb_target_delete(r->t, session);
+		if (vm_lock[0])
+			vmb_lease_release(r, vm_lock, vm_token);
 		if (rc)
 			vmb_error_set(e, "%s", msg);
+		else
+			vmb_error_clear();
 	}
+	vmb_idset_free(&damaged);
 	if (rc) {
 		/* the in-memory known set may hold ids whose upload failed */
 		pthread_mutex_lock(&r->known_lock);
@@ -582,7 +813,10 @@ out:
 			vmb_disk_close(disks[i]);
 		if (ixs)
 			vmb_index_free(&ixs[i]);
+		if (mine)
+			free(mine[i]);
 	}
+	free(mine);
 	free(disks);
 	free(own);
 	free(ixs);

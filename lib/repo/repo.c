@@ -10,6 +10,7 @@
 #include <sodium.h>
 #include "common/json.h"
 #include "common/util.h"
+#include "lease.h"
 #include "repo_internal.h"
 
 #define CONFIG_MAX (64 << 10)
@@ -337,6 +338,7 @@ static int key_list_cb(const char *name, uint64_t size, int64_t mtime,
 	int rc = try_key_file(k->r, name, k->pass, k->master, k->encrypted);
 	if (rc == 0) {
 		k->found = 1;
+		snprintf(k->r->key_name, sizeof k->r->key_name, "%s", name);
 		return 1;
 	}
 	if (rc != VMB_EAUTH)
@@ -366,6 +368,8 @@ VMB_EXTERN(int) vmb_repo_open(const char *url, const char *passphrase,
 	rc = read_config(r);
 	if (rc)
 		goto fail;
+	r->url = vmb_strdup(url);
+	strcpy(r->key_name, "keys/default");
 	rc = try_key_file(r, "keys/default", passphrase, master, &encrypted);
 	if (rc == VMB_EAUTH || rc == VMB_ENOTFOUND) {
 		/* other passphrases added with `vmb key add` */
@@ -388,6 +392,7 @@ VMB_EXTERN(int) vmb_repo_open(const char *url, const char *passphrase,
 	if (rc)
 		goto fail;
 	vmb_crypto_derive(master, encrypted, &r->keys);
+	memcpy(r->master, master, sizeof master);
 	sodium_memzero(master, sizeof master);
 	/* the GC epoch decides whether the local chunk cache is valid */
 	strcpy(r->gc_epoch, "0");
@@ -419,6 +424,8 @@ VMB_EXTERN(void) vmb_repo_close(vmb_repo *r)
 	vmb_idset_free(&r->known);
 	pthread_mutex_destroy(&r->known_lock);
 	sodium_memzero(&r->keys, sizeof r->keys);
+	sodium_memzero(r->master, sizeof r->master);
+	free(r->url);
 	free(r);
 }
 
@@ -537,74 +544,11 @@ void vmb_repo__cache_save(vmb_repo *r)
 
 VMB_EXTERN(int) vmb_repo_lock(vmb_repo *r, int ttl)
 {
-	void *data = NULL;
-	size_t len;
-	vmb_json *j = NULL;
-	char host[256] = "", tok[33], buf[512];
-	uint8_t rnd[16];
-	int rc;
-
-	if (ttl <= 0)
-		ttl = 600;
-	gethostname(host, sizeof host - 1);
-	rc = vmb_target_get(r->t, "locks/maintenance", &data, &len);
-	if (rc == 0) {
-		int64_t exp = 0;
-		const char *who = NULL, *holder = NULL;
-		if (len < 4096 && vmb_json_parse(data, len, "lock", &j) == 0) {
-			vmb_json_i64(j, "expires", &exp);
-			who = vmb_json_str(j, "host");
-			holder = vmb_json_str(j, "token");
-		}
-		if (exp > (int64_t)time(NULL) &&
-		    !(holder && strcmp(holder, r->lock_token) == 0)) {
-			rc = vmb_error_set(VMB_ELOCKED, "%s: repository is "
-					   "locked for maintenance by %s until "
-					   "%lld", vmb_target_url(r->t),
-					   who ? who : "?", (long long)exp);
-			vmb_json_free(j);
-			free(data);
-			return rc;
-		}
-		vmb_json_free(j);
-		free(data);
-	} else if (rc != VMB_ENOTFOUND) {
-		return rc;
-	}
-	vmb_crypto_random(rnd, sizeof rnd);
-	vmb_hex(rnd, sizeof rnd, tok);
-	snprintf(buf, sizeof buf, "{\"token\":\"%s\",\"host\":\"%s\","
-		 "\"pid\":%d,\"expires\":%lld}\n", tok, host, (int)getpid(),
-		 (long long)time(NULL) + ttl);
-	rc = vmb_target_put(r->t, "locks/maintenance", buf, strlen(buf));
-	if (rc)
-		return rc;
-	/* object stores have no atomic create: read back to see who won */
-	rc = vmb_target_get(r->t, "locks/maintenance", &data, &len);
-	if (rc)
-		return rc;
-	if (!memmem(data, len, tok, 32)) {
-		free(data);
-		return vmb_error_set(VMB_ELOCKED, "%s: lost the race for the "
-				     "maintenance lock", vmb_target_url(r->t));
-	}
-	free(data);
-	memcpy(r->lock_token, tok, 33);
-	return 0;
+	return vmb_lease_take(r, "locks/maintenance", ttl,
+			      "the repository (maintenance)", r->lock_token);
 }
 
 VMB_EXTERN(int) vmb_repo_unlock(vmb_repo *r)
 {
-	void *data = NULL;
-	size_t len;
-	int rc = 0;
-	if (!r->lock_token[0])
-		return 0;
-	if (vmb_target_get(r->t, "locks/maintenance", &data, &len) == 0) {
-		if (memmem(data, len, r->lock_token, 32))
-			rc = vmb_target_delete(r->t, "locks/maintenance");
-		free(data);
-	}
-	r->lock_token[0] = 0;
-	return rc == VMB_ENOTFOUND ? 0 : rc;
+	return vmb_lease_release(r, "locks/maintenance", r->lock_token);
 }

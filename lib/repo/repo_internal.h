@@ -31,6 +31,11 @@ struct vmb_repo {
 	int known_loaded;   /* the local cache was merged in */
 	char gc_epoch[65];  /* "state/gc-epoch" when opened */
 	char lock_token[33];
+	uint8_t master[VMB_MASTER_KEY_BYTES]; /* for key management */
+	char key_name[128];  /* the key file the passphrase opened */
+	char *url;
+	size_t damaged_manifests; /* seen by the last snapshot listing */
+	char first_damaged[33];
 };
 
 /* One disk in a manifest. */
@@ -73,6 +78,9 @@ int vmb_repo__get_chunk(vmb_repo *r, const uint8_t id[32], ZSTD_DCtx *dctx,
 			void *out, size_t cap, size_t *len);
 
 int vmb_repo__load_index(vmb_repo *r, const char *hexid, vmb_index *ix);
+/* strict: fail on a damaged manifest (GC); else skip and count it. */
+int vmb_repo__snapshots(vmb_repo *r, const char *vm, int strict,
+			vmb_snapshot ***list, size_t *count);
 int vmb_repo__load_snapshot(vmb_repo *r, const char *id, vmb_snapshot **out);
 char *vmb_repo__manifest_json(const vmb_snapshot *s, const char *stats);
 

@@ -290,8 +290,8 @@ static int by_time(const void *a, const void *b)
 	return strcmp(x->id, y->id);
 }
 
-VMB_EXTERN(int) vmb_repo_snapshots(vmb_repo *r, const char *vm,
-				   vmb_snapshot ***list, size_t *count)
+int vmb_repo__snapshots(vmb_repo *r, const char *vm, int strict,
+			vmb_snapshot ***list, size_t *count)
 {
 	struct idlist l;
 	vmb_snapshot **out = NULL;
@@ -300,6 +300,8 @@ VMB_EXTERN(int) vmb_repo_snapshots(vmb_repo *r, const char *vm,
 
 	*list = NULL;
 	*count = 0;
+	r->damaged_manifests = 0;
+	r->first_damaged[0] = 0;
 	rc = list_ids(r, &l);
 	if (rc)
 		goto out;
@@ -313,6 +315,15 @@ VMB_EXTERN(int) vmb_repo_snapshots(vmb_repo *r, const char *vm,
 		rc = vmb_repo__load_snapshot(r, l.ids[i], &s);
 		if (rc == VMB_ENOTFOUND) /* deleted while we listed */
 			continue;
+		if (!strict && (rc == VMB_ECORRUPT || rc == VMB_ENOTSUP)) {
+			vmb_log(VMB_LOG_ERROR, "%s", vmb_error_message());
+			if (!r->damaged_manifests++)
+				snprintf(r->first_damaged,
+					 sizeof r->first_damaged, "%s",
+					 l.ids[i]);
+			rc = 0;
+			continue;
+		}
 		if (rc)
 			goto out;
 		if (vm && strcmp(s->vm, vm) != 0) {
@@ -331,6 +342,20 @@ out:
 		vmb_snapshot_list_free(out, n);
 	free(l.ids);
 	return rc;
+}
+
+VMB_EXTERN(int) vmb_repo_snapshots(vmb_repo *r, const char *vm,
+				   vmb_snapshot ***list, size_t *count)
+{
+	return vmb_repo__snapshots(r, vm, 0, list, count);
+}
+
+VMB_EXTERN(size_t) vmb_repo_damaged_manifests(const vmb_repo *r,
+					      const char **first)
+{
+	if (first)
+		*first = r->first_damaged;
+	return r->damaged_manifests;
 }
 
 VMB_EXTERN(void) vmb_snapshot_list_free(vmb_snapshot **list, size_t count)

@@ -71,6 +71,19 @@ VMB_EXTERN(const char *) vmb_disk_format_name(const vmb_disk *d);
 VMB_EXTERN(int) vmb_disk_layers(const vmb_disk *d);
 
 /**
+ * A layer's identity at open time: device, inode, size and modification
+ * time, which survive a rename.  Two equal identities mean the file was
+ * not written in between.  Layer 0 is the top.  VMB_ENOTSUP for disks
+ * from vmb_disk_new().
+ */
+VMB_EXTERN(int) vmb_disk_layer_identity(const vmb_disk *d, int layer,
+					char out[96]);
+/** @return a layer's file name, or NULL. */
+VMB_EXTERN(const char *) vmb_disk_layer_path(const vmb_disk *d, int layer);
+/** @return a layer's format name, or NULL. */
+VMB_EXTERN(const char *) vmb_disk_layer_format(const vmb_disk *d, int layer);
+
+/**
  * Read guest data.  Safe to call from several threads at once.
  * Reads past the end fail with VMB_EINVAL.
  */

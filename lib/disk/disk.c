@@ -7,6 +7,7 @@
 #include <libgen.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -27,6 +28,7 @@ struct layer {
 	void *state;
 	vmb_layer_info info;
 	char *path;
+	struct stat st; /* identity: dev, inode, size, mtime */
 };
 
 struct vmb_disk {
@@ -240,6 +242,7 @@ VMB_EXTERN(int) vmb_disk_open(const char *path, unsigned flags,
 		}
 		l = &d->layers[d->nlayers];
 		memset(l, 0, sizeof *l);
+		l->st = st;
 		l->fmt = fmt;
 		l->path = cur;
 		cur = NULL;
@@ -333,6 +336,31 @@ VMB_EXTERN(const char *) vmb_disk_format_name(const vmb_disk *d)
 	if (d->ops)
 		return d->ops->format ? d->ops->format : "custom";
 	return d->layers[0].fmt->name;
+}
+
+VMB_EXTERN(int) vmb_disk_layer_identity(const vmb_disk *d, int i,
+					 char out[96])
+{
+	const struct stat *st;
+	if (d->ops || i < 0 || i >= d->nlayers)
+		return vmb_error_set(VMB_ENOTSUP, "no layer identity");
+	st = &d->layers[i].st;
+	snprintf(out, 96, "%llx:%llx:%llu:%lld.%09ld",
+		 (unsigned long long)st->st_dev, (unsigned long long)st->st_ino,
+		 (unsigned long long)st->st_size, (long long)st->st_mtim.tv_sec,
+		 st->st_mtim.tv_nsec);
+	return 0;
+}
+
+VMB_EXTERN(const char *) vmb_disk_layer_path(const vmb_disk *d, int i)
+{
+	return !d->ops && i >= 0 && i < d->nlayers ? d->layers[i].path : NULL;
+}
+
+VMB_EXTERN(const char *) vmb_disk_layer_format(const vmb_disk *d, int i)
+{
+	return !d->ops && i >= 0 && i < d->nlayers ? d->layers[i].fmt->name
+						  : NULL;
 }
 
 VMB_EXTERN(int) vmb_disk_layers(const vmb_disk *d)

@@ -8,7 +8,7 @@ build_pkgs=(cmake make gcc pkg-config python3 libzstd-dev libsodium-dev
 	libarchive-dev libxxhash-dev libcurl4-openssl-dev libnfs-dev libnbd-dev
 	libvirt-dev libunicorn-dev zlib1g-dev qemu-utils)
 test_pkgs=(clang libclang-rt-14-dev nfs-ganesha nfs-ganesha-vfs rpcbind
-	libnfs-utils nodejs npm zstd xxd)
+	libnfs-utils zstd)
 pkgs=("${build_pkgs[@]}")
 [ "$what" = test ] && pkgs+=("${test_pkgs[@]}")
 missing=()
@@ -16,12 +16,22 @@ for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
 		missing+=("$p")
 done
+# Node.js for the S3 test server: a machine may have NodeSource's nodejs,
+# which ships npm itself and conflicts with Debian's npm package.
+if [ "$what" = test ]; then
+	command -v node >/dev/null || missing+=(nodejs)
+	command -v npm >/dev/null || missing+=(npm)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "installing: ${missing[*]}"
 	SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
 	$SUDO apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
 		--no-install-recommends "${missing[@]}" >/dev/null
+	# Debian's nodejs may come without npm
+	if [ "$what" = test ] && ! command -v npm >/dev/null; then
+		DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq npm >/dev/null
+	fi
 fi
 if [ "$what" = test ] && [ -f tests/package-lock.json ] &&
    [ ! -x tests/node_modules/.bin/s3rver ]; then

@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include "common/pool.h"
 #include "common/util.h"
+#include "cbt/cbt.h"
 #include "common/json.h"
 #include "lease.h"
 #include "repo_internal.h"
@@ -26,6 +27,7 @@ struct bctx {
 	vmb_repo *r;
 	vmb_index *ix;          /* index being built */
 	const vmb_index *parent; /* parent's index of this disk or NULL */
+	const uint8_t *changed;  /* CBT plan: 0 = unchanged since parent */
 	struct worker_state *ws;
 	size_t outcap;
 	/* buffer free list */
@@ -231,6 +233,14 @@ static int backup_disk(struct bctx *c, vmb_pool *pool, vmb_disk *d,
 		uint32_t len = vmb_index_chunk_len(ix, i);
 		struct chunk_map m;
 		struct job *j;
+		if (c->changed && !c->changed[i] &&
+		    !(c->parent->e[i].kind == VMB_CHUNK_DATA &&
+		      vmb_idset_has(c->damaged, c->parent->e[i].id))) {
+			/* change tracking says untouched: the parent's entry */
+			ix->e[i] = c->parent->e[i];
+			ps->p.bytes_done += len;
+			continue;
+		}
 		memset(&m, 0, sizeof m);
 		rc = vmb_disk_map(d, off, len, chunk_map_cb, &m);
 		if (rc)
@@ -647,8 +657,14 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 	for (size_t i = 0; i < nsrc && !rc; i++) {
 		vmb_mdisk *m = &snap.disks[i];
 		vmb_index pix;
+		vmb_cbt_plan plan;
+		vmb_mdisk *pm_used = NULL;
 		int have_parent = 0;
 		memset(&pix, 0, sizeof pix);
+		memset(&plan, 0, sizeof plan);
+		rc = vmb_cbt_layers(disks[i], &m->layers, &m->nlayers);
+		if (rc)
+			break;
 		rc = vmb_index_alloc(&ixs[i], m->size, r->chunk_size);
 		if (rc)
 			break;
@@ -660,10 +676,18 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 		c.mine = mine[i];
 		c.damaged = &damaged;
 		if (parent) {
-			for (size_t k = 0; k < parent->ndisks; k++) {
+			/* the disk of the same name; else, when the VM has as
+			 * many disks as before, the one in the same place */
+			size_t pick = parent->ndisks;
+			for (size_t k = 0; k < parent->ndisks; k++)
+				if (strcmp(parent->disks[k].name, m->name) == 0)
+					pick = k;
+			if (pick == parent->ndisks && parent->ndisks == nsrc)
+				pick = i;
+			for (size_t k = pick; k < parent->ndisks && k == pick;
+			     k++) {
 				vmb_mdisk *pm = &parent->disks[k];
-				if (strcmp(pm->name, m->name) == 0 &&
-				    pm->chunk_size == r->chunk_size) {
+				if (pm->chunk_size == r->chunk_size) {
 					rc = vmb_repo__load_index(r, pm->index,
 								  &pix);
 					if (rc) {
@@ -675,6 +699,7 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 						rc = 0;
 					} else {
 						have_parent = 1;
+						pm_used = pm;
 						add_index_ids(r, &pix);
 					}
 					break;
@@ -683,11 +708,37 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 		}
 		c.ix = &ixs[i];
 		c.parent = have_parent ? &pix : NULL;
-		m->cbt = vmb_strdup(have_parent ? "fingerprint" : "none");
-		used_parent |= have_parent;
+		c.changed = NULL;
+		if (have_parent && pix.disk_size == m->size &&
+		    pix.chunk_size == r->chunk_size) {
+			vmb_cbt_parent cp = { pm_used->layers, pm_used->nlayers,
+					      pm_used->cbt_state, pm_used->size };
+			rc = vmb_cbt_plan_make(disks[i], r->chunk_size, &cp,
+					       &plan);
+			if (rc) {
+				/* a broken change source costs speed only */
+				vmb_log(VMB_LOG_WARN, "change tracking for disk "
+					"%s unusable (%s); comparing "
+					"fingerprints", m->name,
+					vmb_error_message());
+				vmb_cbt_plan_free(&plan);
+				rc = 0;
+			}
+			c.changed = plan.changed;
+		}
+		m->cbt = vmb_strdup(plan.source ? plan.source :
+				    have_parent ? "fingerprint" : "none");
+		if (plan.source && !strcmp(plan.source, "qcow2-bitmap"))
+			used_parent = used_parent > 3 ? used_parent : 3;
+		else if (plan.source)
+			used_parent = used_parent > 2 ? used_parent : 2;
+		else if (have_parent && !used_parent)
+			used_parent = 1;
 		ps.p.item = m->name;
 		rc = backup_disk(&c, pool, disks[i], &ps, &res->bytes_read);
 		vmb_pool_wait(pool);
+		c.changed = NULL;
+		vmb_cbt_plan_free(&plan);
 		vmb_index_free(&pix);
 		if (!rc && c.err) {
 			vmb_error_set(c.err, "%s", c.errmsg);
@@ -727,14 +778,16 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 	snap.time = (int64_t)time(NULL);
 	snap.host = vmb_strdup(host);
 	snap.parent = parent && used_parent ? vmb_strdup(parent->id) : NULL;
-	snap.cbt = vmb_strdup(used_parent ? "fingerprint" : "none");
+	static const char *cbt_names[] = { "none", "fingerprint", "overlay",
+					   "qcow2-bitmap" };
+	snap.cbt = vmb_strdup(cbt_names[used_parent]);
 	snap.tags = (char **)opts->tags;
 	snap.ntags = opts->ntags;
 	snap.config = (char *)opts->config;
 	snap.config_format = (char *)opts->config_format;
 	res->bytes_new = c.bytes_new;
 	res->chunks_new = c.chunks_new;
-	res->cbt = used_parent ? "fingerprint" : "none";
+	res->cbt = cbt_names[used_parent];
 	res->seconds = vmb_now() - t0;
 	snprintf(stats, sizeof stats, "{\"bytes_total\":%llu,\"bytes_read\":"
 		 "%llu,\"bytes_new\":%llu,\"bytes_stored\":%llu,"

@@ -48,6 +48,9 @@ typedef struct vmb_mdisk {
 	char index[65]; /* hex id of the index object */
 	uint64_t chunks, zero_chunks;
 	char *cbt;
+	char **layers;     /* layer identities when backed up, top first */
+	size_t nlayers;
+	char *cbt_state;   /* change-tracking state for the next backup */
 } vmb_mdisk;
 
 struct vmb_snapshot {

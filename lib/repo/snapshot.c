@@ -49,6 +49,17 @@ char *vmb_repo__manifest_json(const vmb_snapshot *s, const char *stats)
 			       d->index, (unsigned long long)d->chunks,
 			       (unsigned long long)d->zero_chunks);
 		vmb_buf_json_str(&b, d->cbt ? d->cbt : "none");
+		vmb_buf_puts(&b, ",\"layers\":[");
+		for (size_t k = 0; k < d->nlayers; k++) {
+			if (k)
+				vmb_buf_puts(&b, ",");
+			vmb_buf_json_str(&b, d->layers[k]);
+		}
+		vmb_buf_puts(&b, "]");
+		if (d->cbt_state) {
+			vmb_buf_puts(&b, ",\"cbt_state\":");
+			vmb_buf_json_str(&b, d->cbt_state);
+		}
 		vmb_buf_puts(&b, "}");
 	}
 	vmb_buf_puts(&b, "],\"config\":");
@@ -82,6 +93,10 @@ VMB_EXTERN(void) vmb_snapshot_free(vmb_snapshot *s)
 		free(s->disks[i].source);
 		free(s->disks[i].format);
 		free(s->disks[i].cbt);
+		free(s->disks[i].cbt_state);
+		for (size_t k = 0; k < s->disks[i].nlayers; k++)
+			free(s->disks[i].layers[k]);
+		free(s->disks[i].layers);
 	}
 	free(s->disks);
 	free(s->config_format);
@@ -182,6 +197,19 @@ static int parse_manifest(const char *id, char *text, size_t len,
 		m->source = vmb_strdup(str ? str : "");
 		str = vmb_json_str(d, "cbt");
 		m->cbt = vmb_strdup(str ? str : "none");
+		str = vmb_json_str(d, "cbt_state");
+		if (str)
+			m->cbt_state = vmb_strdup(str);
+		{
+			const vmb_json *la = vmb_json_arr(d, "layers");
+			if (la && la->n && la->n <= 64) {
+				m->layers = vmb_calloc(la->n, sizeof(char *));
+				for (size_t k = 0; m->layers && k < la->n; k++)
+					if (la->items[k]->type == VMB_JSON_STR)
+						m->layers[m->nlayers++] =
+							vmb_strdup(la->items[k]->str);
+			}
+		}
 		vmb_json_u64(d, "chunks", &m->chunks);
 		vmb_json_u64(d, "zero_chunks", &m->zero_chunks);
 		s->ndisks++;

@@ -1,0 +1,39 @@
+/*
+ * Internal: changed-block tracking.  Given a disk and what its parent
+ * snapshot recorded, decide which chunks may have changed, so a backup
+ * reads only those.  Sources, fastest first: qcow2 persistent bitmaps,
+ * overlays (the top layers of a chain over layers the parent read
+ * unchanged), then fingerprints (every allocated chunk is read and its
+ * keyed xxh3 compared; done by the backup pipeline itself).
+ */
+#ifndef VMB_LIB_CBT_CBT_H
+#define VMB_LIB_CBT_CBT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "vmbackup/disk.h"
+
+typedef struct vmb_cbt_plan {
+	const char *source; /* "qcow2-bitmap", "overlay", or NULL */
+	uint8_t *changed;   /* per chunk, 1 = may have changed; NULL = all */
+	uint64_t count;
+} vmb_cbt_plan;
+
+/* What the parent snapshot recorded about this disk. */
+typedef struct vmb_cbt_parent {
+	char **layers;     /* layer identities, top first */
+	size_t nlayers;
+	const char *state; /* source-specific state (JSON text) or NULL */
+	uint64_t size;     /* virtual size */
+} vmb_cbt_parent;
+
+/* Build a plan; with no usable source the plan has changed == NULL. */
+int vmb_cbt_plan_make(vmb_disk *d, uint32_t chunk_size,
+		      const vmb_cbt_parent *parent, vmb_cbt_plan *plan);
+void vmb_cbt_plan_free(vmb_cbt_plan *plan);
+
+/* The disk's layer identities (malloc'd array of malloc'd strings). */
+int vmb_cbt_layers(vmb_disk *d, char ***out, size_t *n);
+void vmb_cbt_layers_free(char **l, size_t n);
+
+#endif

@@ -54,6 +54,8 @@ const char *cli_bytes(uint64_t n, char buf[32]);
 void cli_json_str(FILE *f, const char *s);
 /* Library error logs are not printed (the command sums them up). */
 void cli_quiet_errors(void);
+/* Usage error for the option getopt just rejected. */
+int cli_bad_option(const char *cmd, char **argv);
 /* Print help text and return 0. */
 int cli_help(const char *text);
 

@@ -36,7 +36,21 @@ static const char help[] =
 "EXIT STATUS\n"
 "    0 when the snapshot was written, 1 on any failure.\n";
 
+static int backup_main(int argc, char **argv, const char **tags);
+
 int cmd_backup(int argc, char **argv)
+{
+	/* room for every --tag; freed here whichever way backup_main ends */
+	const char **tags = calloc((size_t)argc, sizeof *tags);
+	int rc;
+	if (!tags)
+		return EXIT_ERR;
+	rc = backup_main(argc, argv, tags);
+	free(tags);
+	return rc;
+}
+
+static int backup_main(int argc, char **argv, const char **tags)
 {
 	static const struct option opts[] = {
 		{ "vm", required_argument, NULL, 'm' },
@@ -48,15 +62,11 @@ int cmd_backup(int argc, char **argv)
 	vmb_backup_options o = VMB_BACKUP_OPTIONS_INIT;
 	vmb_backup_result res;
 	vmb_backup_source *src;
-	const char **tags;
 	size_t ntags = 0, nsrc;
 	vmb_repo *r;
 	char *end;
 	int c, rc;
 
-	tags = calloc((size_t)argc, sizeof *tags);
-	if (!tags)
-		return EXIT_ERR;
 	while ((c = getopt_long(argc, argv, "vh", opts, NULL)) != -1) {
 		int k = cli_common_opt(c, optarg);
 		if (k < 0)
@@ -74,7 +84,7 @@ int cmd_backup(int argc, char **argv)
 						       "count '%s'", optarg);
 			break;
 		default:
-			return cli_usage_error("backup", "bad option");
+			return cli_bad_option("backup", argv);
 		}
 	}
 	if (argc - optind < 2)
@@ -97,13 +107,16 @@ int cmd_backup(int argc, char **argv)
 	o.ntags = ntags;
 	o.progress = cli_progress;
 	rc = cli_open_repo(argv[optind], &r);
-	if (rc)
+	if (rc) {
+		free(src);
 		return cli_fail(rc);
+	}
 	rc = vmb_repo_backup(r, src, nsrc, &o, &res);
 	cli_progress_done();
 	if (rc) {
 		vmb_error_prefix("backup failed: ");
 		vmb_repo_close(r);
+		free(src);
 		return cli_fail(rc);
 	}
 	{
@@ -141,6 +154,5 @@ int cmd_backup(int argc, char **argv)
 	}
 	vmb_repo_close(r);
 	free(src);
-	free(tags);
 	return EXIT_OK;
 }

@@ -43,7 +43,7 @@ int cmd_check(int argc, char **argv)
 		if (k < 0)
 			return cli_help(help);
 		if (!k)
-			return cli_usage_error("check", "bad option");
+			return cli_bad_option("check", argv);
 	}
 	if (optind + 1 != argc)
 		return cli_usage_error("check", "expected exactly one REPO");

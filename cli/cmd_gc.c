@@ -67,7 +67,7 @@ int cmd_gc(int argc, char **argv)
 				return cli_usage_error("gc", "bad grace '%s'",
 						       optarg);
 			break;
-		default: return cli_usage_error("gc", "bad option");
+		default: return cli_bad_option("gc", argv);
 		}
 	}
 	if (optind + 1 != argc)

@@ -89,7 +89,7 @@ int cmd_init(int argc, char **argv)
 				o.zstd_level = -1;
 			break;
 		default:
-			return cli_usage_error("init", "bad option");
+			return cli_bad_option("init", argv);
 		}
 	}
 	if (optind + 1 != argc)

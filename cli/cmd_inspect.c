@@ -59,7 +59,7 @@ int cmd_inspect(int argc, char **argv)
 		if (k < 0)
 			return cli_help(help);
 		if (!k)
-			return cli_usage_error("inspect", "bad option");
+			return cli_bad_option("inspect", argv);
 	}
 	if (optind + 1 != argc)
 		return cli_usage_error("inspect", "expected exactly one IMAGE");

@@ -30,7 +30,7 @@ int cmd_protect(int argc, char **argv)
 		if (c == 'r')
 			on = 0;
 		else
-			return cli_usage_error("protect", "bad option");
+			return cli_bad_option("protect", argv);
 	}
 	if (optind + 2 != argc)
 		return cli_usage_error("protect", "expected REPO and SNAP");

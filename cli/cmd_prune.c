@@ -99,7 +99,7 @@ int cmd_prune(int argc, char **argv)
 		case 'M': if (count_arg("prune", optarg, &o.keep_monthly)) return EXIT_USAGE; break;
 		case 'y': if (count_arg("prune", optarg, &o.keep_yearly)) return EXIT_USAGE; break;
 		case 'n': o.dry_run = 1; break;
-		default: return cli_usage_error("prune", "bad option");
+		default: return cli_bad_option("prune", argv);
 		}
 	}
 	if (optind + 1 != argc)

@@ -62,7 +62,7 @@ int cmd_restore(int argc, char **argv)
 		case 'd': o.disk = optarg; break;
 		case 'j': o.threads = atoi(optarg); break;
 		default:
-			return cli_usage_error("restore", "bad option");
+			return cli_bad_option("restore", argv);
 		}
 	}
 	if (optind + 2 != argc)

@@ -42,7 +42,7 @@ int cmd_snapshots(int argc, char **argv)
 		if (c == 'm')
 			vm = optarg;
 		else
-			return cli_usage_error("snapshots", "bad option");
+			return cli_bad_option("snapshots", argv);
 	}
 	if (optind + 1 != argc)
 		return cli_usage_error("snapshots", "expected exactly one REPO");

@@ -119,7 +119,7 @@ int cmd_verify(int argc, char **argv)
 		case 'j': o.threads = atoi(optarg); break;
 		case 'b': boot = 1; break;
 		case 'r': case 'e': case 't': break;
-		default: return cli_usage_error("verify", "bad option");
+		default: return cli_bad_option("verify", argv);
 		}
 	}
 	if (optind + 1 != argc && optind + 2 != argc)

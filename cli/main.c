@@ -143,6 +143,13 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 	return EXIT_USAGE;
 }
 
+int cli_bad_option(const char *cmd, char **argv)
+{
+	const char *o = optind > 0 ? argv[optind - 1] : "?";
+	return cli_usage_error(cmd, "option '%s' is unknown or needs a value",
+			       o);
+}
+
 int cli_help(const char *text)
 {
 	fputs(text, stdout);
@@ -354,6 +361,7 @@ int main(int argc, char **argv)
 				      "    %-12s %s\n", commands[i].name,
 				      commands[i].summary);
 	vmb_log_set(log_sink, NULL, VMB_LOG_WARN);
+	opterr = 0; /* we print one line of our own */
 	if (argc < 2) {
 		fprintf(stderr, main_help, list);
 		return EXIT_USAGE;

@@ -313,7 +313,7 @@ static int keep_alive(struct keepalive *k, int force)
 		rc = 0;
 	}
 	if (!rc && k->vm_lock)
-		rc = vmb_lease_take(k->r, k->vm_lock, 3600, "the VM", k->vm_token);
+		rc = vmb_lease_take(k->r, k->vm_lock, 300, "the VM", k->vm_token);
 	return rc;
 }
 
@@ -582,8 +582,9 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 		vmb_crypto_chunk_id(&r->keys, snap.vm, strlen(snap.vm), h);
 		vmb_hex(h, 16, hex);
 		snprintf(vm_lock, sizeof vm_lock, "locks/vm-%s", hex);
-		rc = vmb_lease_take(r, vm_lock, 3600, "backups of this VM",
-				    vm_token);
+		char what[300];
+		snprintf(what, sizeof what, "VM '%s'", snap.vm);
+		rc = vmb_lease_take(r, vm_lock, 300, what, vm_token);
 		if (rc) {
 			vm_lock[0] = 0;
 			goto out;

@@ -3,6 +3,8 @@
  * create, so a taker writes its token and reads it back; a holder renews
  * before expiry; a crashed holder's lease simply runs out.
  */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +40,11 @@ int vmb_lease_take(vmb_repo *r, const char *name, int ttl, const char *what,
 			who = vmb_json_str(j, "host");
 			holder = vmb_json_str(j, "token");
 		}
-		if (exp > (int64_t)time(NULL) &&
+		/* a holder on this host whose process is gone is dead */
+		int dead = who && strcmp(who, host) == 0 && pid > 0 &&
+			   pid != getpid() && kill((pid_t)pid, 0) != 0 &&
+			   errno == ESRCH;
+		if (exp > (int64_t)time(NULL) && !dead &&
 		    !(holder && token[0] && strcmp(holder, token) == 0)) {
 			char until[32];
 			time_t t = (time_t)exp;

@@ -143,7 +143,7 @@ VMB_EXTERN(int) vmb_repo_prune(vmb_repo *r, const vmb_prune_options *o,
 	    !o->keep_weekly && !o->keep_monthly && !o->keep_yearly)
 		return vmb_error_set(VMB_EINVAL, "no keep rule given: refusing "
 				     "to remove every snapshot");
-	if (!o->dry_run && (rc = vmb_repo_lock(r, 3600)))
+	if (!o->dry_run && (rc = vmb_repo_lock(r, 600)))
 		return rc;
 	rc = vmb_repo_snapshots(r, o->vm, &list, &n);
 	if (rc)
@@ -233,6 +233,16 @@ static int list_all(vmb_repo *r, const char *prefix, struct listed *l)
 	return rc ? rc : l->err;
 }
 
+/* Keep the maintenance lease alive during long work. */
+static int renew_lease(vmb_repo *r, double *last)
+{
+	if (!r->lock_token[0] || vmb_now() - *last < 60)
+		return 0;
+	*last = vmb_now();
+	return vmb_lease_take(r, "locks/maintenance", 600,
+			      "the repository (maintenance)", r->lock_token);
+}
+
 /* Sweep the chunks whose first id byte is in [lo, hi). */
 struct chunk_sweep {
 	vmb_repo *r;
@@ -241,6 +251,7 @@ struct chunk_sweep {
 	int dry_run;
 	vmb_gc_result *res;
 	int err;
+	double *renewed;
 };
 
 static int sweep_cb(const char *name, uint64_t size, int64_t mtime,
@@ -260,6 +271,8 @@ static int sweep_cb(const char *name, uint64_t size, int64_t mtime,
 		c->res->chunks_young++;
 		return 0;
 	}
+	if ((c->err = renew_lease(c->r, c->renewed)))
+		return 1;
 	if (!c->dry_run) {
 		int rc = vmb_target_delete(c->r->t, name);
 		if (rc && rc != VMB_ENOTFOUND) {
@@ -292,7 +305,8 @@ VMB_EXTERN(int) vmb_repo_gc(vmb_repo *r, const vmb_gc_options *o,
 	memset(&snaps, 0, sizeof snaps);
 	memset(&idxs, 0, sizeof idxs);
 	memset(&used_ix, 0, sizeof used_ix);
-	if (!o->dry_run && (rc = vmb_repo_lock(r, 6 * 3600)))
+	double renewed = vmb_now();
+	if (!o->dry_run && (rc = vmb_repo_lock(r, 600)))
 		return rc;
 	/* 1. a new epoch: every cached "this chunk exists" becomes stale,
 	 *    and backups that overlap us re-check what they reused */
@@ -376,6 +390,10 @@ VMB_EXTERN(int) vmb_repo_gc(vmb_repo *r, const vmb_gc_options *o,
 				vmb_error_prefix("not collecting garbage: ");
 				break;
 			}
+			if ((rc = renew_lease(r, &renewed))) {
+				vmb_index_free(&ix);
+				break;
+			}
 			for (uint64_t k = 0; k < ix.count; k++)
 				if (ix.e[k].kind == VMB_CHUNK_DATA &&
 				    ix.e[k].id[0] >= lo && ix.e[k].id[0] < hi &&
@@ -389,7 +407,7 @@ VMB_EXTERN(int) vmb_repo_gc(vmb_repo *r, const vmb_gc_options *o,
 		for (unsigned b = lo; b < hi && !rc; b++) {
 			char prefix[24];
 			struct chunk_sweep c = { r, &marked, cutoff, o->dry_run,
-						 res, 0 };
+						 res, 0, &renewed };
 			snprintf(prefix, sizeof prefix, "chunks/%02x/", b);
 			rc = vmb_target_list(r->t, prefix, sweep_cb, &c);
 			if (!rc)

@@ -409,11 +409,13 @@ VMB_EXTERN(int) vmb_repo_snapshot_find(vmb_repo *r, const char *ref,
 		size_t n;
 		char *vm = at ? vmb_strndup(ref, (size_t)(at - ref)) : NULL;
 		rc = vmb_repo_snapshots(r, vm, &list, &n);
-		if (rc == 0 && n == 0)
+		if (rc == 0 && n == 0) {
+			vmb_snapshot_list_free(list, 0); /* the empty array */
 			rc = vmb_error_set(VMB_ENOTFOUND, vm ?
 					   "no snapshot of VM '%s'" :
 					   "no snapshots in the repository%s",
 					   vm ? vm : "");
+		}
 		if (rc == 0) {
 			*out = list[n - 1];
 			list[n - 1] = NULL;

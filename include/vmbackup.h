@@ -5,4 +5,6 @@
 #include "vmbackup/disk.h"
 #include "vmbackup/target.h"
 #include "vmbackup/repo.h"
+#include "vmbackup/keys.h"
+#include "vmbackup/archive.h"
 #endif

@@ -8,7 +8,7 @@ build_pkgs=(cmake make gcc pkg-config python3 libzstd-dev libsodium-dev
 	libarchive-dev libxxhash-dev libcurl4-openssl-dev libnfs-dev libnbd-dev
 	libvirt-dev libunicorn-dev zlib1g-dev qemu-utils)
 test_pkgs=(clang libclang-rt-14-dev nfs-ganesha nfs-ganesha-vfs rpcbind
-	libnfs-utils zstd)
+	libnfs-utils zstd curl python3)
 pkgs=("${build_pkgs[@]}")
 [ "$what" = test ] && pkgs+=("${test_pkgs[@]}")
 missing=()

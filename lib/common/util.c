@@ -182,8 +182,12 @@ char *vmb_buf_detach(vmb_buf *b)
 		vmb_buf_free(b);
 		return NULL;
 	}
-	if (!b->data && vmb_buf_grow(b, 0))
-		return NULL;
+	if (!b->data) {
+		/* nothing was appended: hand back "" (terminated) */
+		if (vmb_buf_grow(b, 0))
+			return NULL;
+		b->data[0] = 0;
+	}
 	p = b->data;
 	memset(b, 0, sizeof *b);
 	return p;

@@ -1,9 +1,12 @@
 /*
  * The backup pipeline.  The calling thread walks each disk's allocation
  * map and reads only allocated data, one chunk at a time; worker threads
- * fingerprint, hash, compress, seal and upload in parallel.  The job
- * queue is bounded, so memory stays at about (threads * 2 + 2) chunks
- * whatever the disk size.  The manifest is written last.
+ * fingerprint, hash, compress and seal in parallel and hand each sealed
+ * blob to a second, store stage (as many threads again) that uploads it,
+ * so workers never sit idle in fsync or network waits.  Queues and buffers
+ * are bounded, so memory stays at about (threads * 2 + 2) chunks plus
+ * (threads * 2) sealed blobs whatever the disk size.  The manifest is
+ * written last, after every upload has finished.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -20,7 +23,6 @@
 
 struct worker_state {
 	ZSTD_CCtx *cctx;
-	uint8_t *out;
 };
 
 struct bctx {
@@ -35,6 +37,11 @@ struct bctx {
 	pthread_cond_t buf_cv;
 	uint8_t **bufs;
 	int nfree;
+	/* sealed blob buffers, handed from the workers to the store stage */
+	pthread_cond_t obuf_cv;
+	uint8_t **obufs;
+	int nofree;
+	vmb_pool *store;        /* store stage: uploads sealed blobs */
 	uint8_t *mine;          /* per chunk: uploaded by this run */
 	const vmb_idset *damaged; /* chunks verify found damaged */
 	/* stats (under lock) */
@@ -70,6 +77,25 @@ static void put_buf(struct bctx *c, uint8_t *b)
 	pthread_mutex_unlock(&c->lock);
 }
 
+static uint8_t *get_obuf(struct bctx *c)
+{
+	uint8_t *b;
+	pthread_mutex_lock(&c->lock);
+	while (!c->nofree)
+		pthread_cond_wait(&c->obuf_cv, &c->lock);
+	b = c->obufs[--c->nofree];
+	pthread_mutex_unlock(&c->lock);
+	return b;
+}
+
+static void put_obuf(struct bctx *c, uint8_t *b)
+{
+	pthread_mutex_lock(&c->lock);
+	c->obufs[c->nofree++] = b;
+	pthread_cond_signal(&c->obuf_cv);
+	pthread_mutex_unlock(&c->lock);
+}
+
 static void set_err(struct bctx *c, int rc)
 {
 	pthread_mutex_lock(&c->lock);
@@ -79,6 +105,48 @@ static void set_err(struct bctx *c, int rc)
 			 vmb_error_message());
 	}
 	pthread_mutex_unlock(&c->lock);
+}
+
+struct store_job {
+	struct bctx *c;
+	uint64_t idx;
+	uint32_t len;
+	int heal;
+	uint8_t *blob;
+	size_t n;
+	char name[80];
+};
+
+/* Store stage: upload one sealed chunk blob. */
+static void store_job(void *arg, int worker)
+{
+	struct store_job *s = arg;
+	struct bctx *c = s->c;
+	int rc;
+
+	(void)worker;
+	if (c->err)
+		goto out;
+	rc = vmb_target_put(c->r->t, s->name, s->blob, s->n);
+	if (rc) {
+		set_err(c, rc);
+		goto out;
+	}
+	pthread_mutex_lock(&c->lock);
+	c->bytes_new += s->len;
+	c->bytes_stored += s->n;
+	c->chunks_new++;
+	c->mine[s->idx] = 1;
+	pthread_mutex_unlock(&c->lock);
+	if (s->heal) {
+		char dname[80];
+		snprintf(dname, sizeof dname, "damaged/%s", s->name + 10);
+		vmb_target_delete(c->r->t, dname);
+		vmb_log(VMB_LOG_INFO, "healed damaged chunk %s", s->name + 10);
+	}
+out:
+	put_obuf(c, s->blob);
+	free(s);
 }
 
 static void chunk_job(void *arg, int worker)
@@ -131,25 +199,27 @@ static void chunk_job(void *arg, int worker)
 		if (rc != VMB_ENOTFOUND)
 			goto fail;
 	}
-	size_t n;
-	rc = vmb_blob_encode(&r->keys, VMB_BLOB_CHUNK, e->id, 32, j->buf,
-			     j->len, r->zstd_level, ws->cctx, ws->out, &n);
-	if (!rc)
-		rc = vmb_target_put(r->t, name, ws->out, n);
-	if (rc)
+	struct store_job *s = vmb_malloc(sizeof *s);
+	if (!s) {
+		rc = VMB_ENOMEM;
 		goto fail;
-	pthread_mutex_lock(&c->lock);
-	c->bytes_new += j->len;
-	c->bytes_stored += n;
-	c->chunks_new++;
-	c->mine[j->idx] = 1;
-	pthread_mutex_unlock(&c->lock);
-	if (heal) {
-		char dname[80];
-		snprintf(dname, sizeof dname, "damaged/%s", name + 10);
-		vmb_target_delete(r->t, dname);
-		vmb_log(VMB_LOG_INFO, "healed damaged chunk %s", name + 10);
 	}
+	s->c = c;
+	s->idx = j->idx;
+	s->len = j->len;
+	s->heal = heal;
+	memcpy(s->name, name, sizeof s->name);
+	s->blob = get_obuf(c);
+	rc = vmb_blob_encode(&r->keys, VMB_BLOB_CHUNK, e->id, 32, j->buf,
+			     j->len, r->zstd_level, ws->cctx, s->blob, &s->n);
+	if (rc) {
+		put_obuf(c, s->blob);
+		free(s);
+		goto fail;
+	}
+	/* never blocks: the store queue holds as many jobs as there are
+	 * blob buffers */
+	vmb_pool_submit(c->store, store_job, s);
 	goto out;
 fail:
 	/* do not let the known set claim a chunk that never got stored */
@@ -490,7 +560,7 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 	struct progress_state ps;
 	char host[256] = "", session[64] = "", *json = NULL, stats[512];
 	uint8_t sid[16], **mine = NULL;
-	int rc = 0, nthreads, nbufs, used_parent = 0;
+	int rc = 0, nthreads = 0, nbufs, used_parent = 0;
 	struct keepalive ka;
 	char vm_lock[80] = "", vm_token[33] = "", start_epoch[65];
 	vmb_idset damaged;
@@ -511,6 +581,7 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 	ps.p.phase = "backup";
 	pthread_mutex_init(&c.lock, NULL);
 	pthread_cond_init(&c.buf_cv, NULL);
+	pthread_cond_init(&c.obuf_cv, NULL);
 	c.r = r;
 	if (!nsrc || nsrc > 256)
 		return vmb_error_set(VMB_EINVAL, "a backup needs 1 to 256 disks");
@@ -625,20 +696,19 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 		ka.last = vmb_now();
 	}
 
-	nthreads = opts->threads > 0 ? opts->threads
-				     : vmb_pool_default_threads();
+	nthreads = vmb_repo__threads(r, opts->threads);
 	nbufs = nthreads * 2 + 2;
 	c.outcap = vmb_blob_bound(r->chunk_size);
 	c.ws = vmb_calloc((size_t)nthreads, sizeof *c.ws);
 	c.bufs = vmb_calloc((size_t)nbufs, sizeof *c.bufs);
-	if (!c.ws || !c.bufs) {
+	c.obufs = vmb_calloc((size_t)nthreads * 2, sizeof *c.obufs);
+	if (!c.ws || !c.bufs || !c.obufs) {
 		rc = VMB_ENOMEM;
 		goto out;
 	}
 	for (int i = 0; i < nthreads; i++) {
 		c.ws[i].cctx = ZSTD_createCCtx();
-		c.ws[i].out = vmb_malloc(c.outcap);
-		if (!c.ws[i].cctx || !c.ws[i].out) {
+		if (!c.ws[i].cctx) {
 			rc = VMB_ENOMEM;
 			goto out;
 		}
@@ -651,6 +721,19 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 		}
 		c.nfree++;
 	}
+	for (int i = 0; i < nthreads * 2; i++) {
+		c.obufs[i] = vmb_malloc(c.outcap);
+		if (!c.obufs[i]) {
+			rc = VMB_ENOMEM;
+			goto out;
+		}
+		c.nofree++;
+	}
+	/* the store stage: nthreads uploaders, a queue as long as the
+	 * number of blob buffers (so submitting never waits) */
+	rc = vmb_pool_new(nthreads, nthreads * 2, &c.store);
+	if (rc)
+		goto out;
 	rc = vmb_pool_new(nthreads, nthreads * 2, &pool);
 	if (rc)
 		goto out;
@@ -710,12 +793,21 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 		c.ix = &ixs[i];
 		c.parent = have_parent ? &pix : NULL;
 		c.changed = NULL;
-		if (have_parent && pix.disk_size == m->size &&
-		    pix.chunk_size == r->chunk_size) {
-			vmb_cbt_parent cp = { pm_used->layers, pm_used->nlayers,
-					      pm_used->cbt_state, pm_used->size };
-			rc = vmb_cbt_plan_make(disks[i], r->chunk_size, &cp,
-					       &plan);
+		{
+			/* always: a change source may set itself up for the
+			 * next backup (plan.new_state) even without a parent */
+			int use_parent = have_parent &&
+					 pix.disk_size == m->size &&
+					 pix.chunk_size == r->chunk_size;
+			vmb_cbt_parent cp = { NULL, 0, NULL, 0 };
+			if (use_parent) {
+				cp.layers = pm_used->layers;
+				cp.nlayers = pm_used->nlayers;
+				cp.state = pm_used->cbt_state;
+				cp.size = pm_used->size;
+			}
+			rc = vmb_cbt_plan_make(disks[i], r->chunk_size,
+					       use_parent ? &cp : NULL, &plan);
 			if (rc) {
 				/* a broken change source costs speed only */
 				vmb_log(VMB_LOG_WARN, "change tracking for disk "
@@ -725,7 +817,12 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 				vmb_cbt_plan_free(&plan);
 				rc = 0;
 			}
-			c.changed = plan.changed;
+			c.changed = use_parent ? plan.changed : NULL;
+			if (!use_parent)
+				plan.source = NULL;
+			free(m->cbt_state);
+			m->cbt_state = plan.new_state; /* for the next backup */
+			plan.new_state = NULL;
 		}
 		m->cbt = vmb_strdup(plan.source ? plan.source :
 				    have_parent ? "fingerprint" : "none");
@@ -737,7 +834,8 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 			used_parent = 1;
 		ps.p.item = m->name;
 		rc = backup_disk(&c, pool, disks[i], &ps, &res->bytes_read);
-		vmb_pool_wait(pool);
+		vmb_pool_wait(pool);    /* workers first: they feed the store */
+		vmb_pool_wait(c.store); /* every chunk stored before the index */
 		c.changed = NULL;
 		vmb_cbt_plan_free(&plan);
 		vmb_index_free(&pix);
@@ -830,6 +928,10 @@ out:
 		vmb_pool_wait(pool);
 		vmb_pool_free(pool);
 	}
+	if (c.store) {
+		vmb_pool_wait(c.store);
+		vmb_pool_free(c.store);
+	}
 	if (session[0] || vm_lock[0]) {
 		int e = vmb_error_code();
 		char msg[1024];
@@ -851,16 +953,19 @@ out:
 		pthread_mutex_unlock(&r->known_lock);
 		r->known_loaded = 0;
 	}
-	for (int i = 0; c.ws && i < (opts->threads > 0 ? opts->threads :
-				     vmb_pool_default_threads()); i++) {
+	for (int i = 0; c.ws && i < nthreads; i++) {
 		ZSTD_freeCCtx(c.ws[i].cctx);
-		free(c.ws[i].out);
 	}
 	free(c.ws);
 	if (c.bufs) {
 		for (int i = 0; i < c.nfree; i++)
 			free(c.bufs[i]);
 		free(c.bufs);
+	}
+	if (c.obufs) {
+		for (int i = 0; i < c.nofree; i++)
+			free(c.obufs[i]);
+		free(c.obufs);
 	}
 	for (size_t i = 0; i < nsrc; i++) {
 		if (disks && own && own[i])
@@ -886,5 +991,6 @@ out:
 	}
 	pthread_mutex_destroy(&c.lock);
 	pthread_cond_destroy(&c.buf_cv);
+	pthread_cond_destroy(&c.obuf_cv);
 	return rc;
 }

@@ -9,6 +9,8 @@
 #include <unistd.h>
 #include <sodium.h>
 #include "common/json.h"
+#include "common/pool.h"
+#include "vmbackup/sys/target.h"
 #include "common/util.h"
 #include "lease.h"
 #include "repo_internal.h"
@@ -442,6 +444,24 @@ VMB_EXTERN(uint32_t) vmb_repo_chunk_size(const vmb_repo *r)
 VMB_EXTERN(int) vmb_repo_encrypted(const vmb_repo *r)
 {
 	return r->keys.encrypted;
+}
+
+int vmb_repo__threads(const vmb_repo *r, int requested)
+{
+	int n;
+	if (requested > 0)
+		return requested;
+	n = vmb_pool_default_threads();
+	/* remote targets spend most of a request waiting: keep more in
+	 * flight than there are cores (unless VMB_THREADS says otherwise) */
+	if (!getenv("VMB_THREADS") && strcmp(r->t->ops->name, "local") != 0) {
+		n *= 4;
+		if (n < 8)
+			n = 8;
+		if (n > 16)
+			n = 16;
+	}
+	return n;
 }
 
 /* ---- known-chunk cache ---- */

@@ -92,5 +92,7 @@ void vmb_repo__cache_load(vmb_repo *r);
 void vmb_repo__cache_save(vmb_repo *r);
 
 int vmb_repo__valid_id(const char *s);
+/* Worker threads for a pipeline on this repository's target. */
+int vmb_repo__threads(const vmb_repo *r, int requested);
 
 #endif

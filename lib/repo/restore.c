@@ -234,8 +234,7 @@ VMB_EXTERN(int) vmb_repo_restore(vmb_repo *r, const char *ref,
 	for (size_t i = 0; i < s->ndisks; i++)
 		if (!opts->disk || strcmp(opts->disk, s->disks[i].name) == 0)
 			p.bytes_total += s->disks[i].size;
-	nthreads = opts->threads > 0 ? opts->threads
-				     : vmb_pool_default_threads();
+	nthreads = vmb_repo__threads(r, opts->threads);
 	for (size_t i = 0; i < s->ndisks; i++) {
 		const vmb_mdisk *m = &s->disks[i];
 		const char *fmt = opts->format ? opts->format : m->format;

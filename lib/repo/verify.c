@@ -130,7 +130,7 @@ VMB_EXTERN(int) vmb_repo_verify(vmb_repo *r, const vmb_verify_options *o,
 	vmb_pool *pool = NULL;
 	vmb_idset queued;
 	vmb_progress p;
-	int rc, nthreads;
+	int rc, nthreads = 0;
 	double t0 = vmb_now(), last = 0;
 
 	if (!o)
@@ -209,7 +209,7 @@ VMB_EXTERN(int) vmb_repo_verify(vmb_repo *r, const vmb_verify_options *o,
 			p.bytes_total += ixs[i][d].disk_size;
 		}
 	}
-	nthreads = o->threads > 0 ? o->threads : vmb_pool_default_threads();
+	nthreads = vmb_repo__threads(r, o->threads);
 	c.dctx = vmb_calloc((size_t)nthreads, sizeof *c.dctx);
 	c.bufs = vmb_calloc((size_t)nthreads, sizeof *c.bufs);
 	if (!c.dctx || !c.bufs) {
@@ -297,8 +297,7 @@ out:
 		vmb_pool_free(pool);
 	}
 	if (c.dctx)
-		for (int i = 0; i < (o->threads > 0 ? o->threads :
-				     vmb_pool_default_threads()); i++) {
+		for (int i = 0; i < nthreads; i++) {
 			ZSTD_freeDCtx(c.dctx[i]);
 			free(c.bufs ? c.bufs[i] : NULL);
 		}

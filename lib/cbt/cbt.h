@@ -17,6 +17,10 @@ typedef struct vmb_cbt_plan {
 	const char *source; /* "qcow2-bitmap", "overlay", or NULL */
 	uint8_t *changed;   /* per chunk, 1 = may have changed; NULL = all */
 	uint64_t count;
+	char *new_state;    /* malloc'd JSON to record for the next backup
+			       (the manifest's cbt_state), or NULL */
+	int locked;         /* lock_fd holds the image's lock until free */
+	int lock_fd;
 } vmb_cbt_plan;
 
 /* What the parent snapshot recorded about this disk. */
@@ -27,7 +31,13 @@ typedef struct vmb_cbt_parent {
 	uint64_t size;     /* virtual size */
 } vmb_cbt_parent;
 
-/* Build a plan; with no usable source the plan has changed == NULL. */
+/*
+ * Build a plan; with no usable source the plan has changed == NULL.
+ * @p parent may be NULL (first backup, or the parent cannot be compared):
+ * the plan then only sets up tracking for the next backup (new_state).
+ * Sources, in order: qcow2 persistent bitmaps (docs/cbt.md), overlays.
+ * A bitmap source keeps the image locked until vmb_cbt_plan_free().
+ */
 int vmb_cbt_plan_make(vmb_disk *d, uint32_t chunk_size,
 		      const vmb_cbt_parent *parent, vmb_cbt_plan *plan);
 void vmb_cbt_plan_free(vmb_cbt_plan *plan);

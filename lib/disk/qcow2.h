@@ -63,4 +63,67 @@ typedef int (*vmb_qcow2_dirty_fn)(uint64_t offset, uint64_t length,
 int vmb_disk__qcow2_bitmap_dirty(vmb_qcow2 *q, const char *name,
 				 vmb_qcow2_dirty_fn fn, void *payload);
 
+/* ---- writing (lib/disk/qcow2_bitmap.c) ---- */
+
+/*
+ * Crash-test hook, compiled in always: if $VMB_TEST_CRASH_AT equals
+ * @p step, the process leaves at once with _exit(99), as if killed.
+ */
+void vmb_disk__crash_point(const char *step);
+
+/*
+ * Open @p path read-write and take the locks QEMU takes (OFD write locks
+ * on its permission bytes 100.. and 200..), so a running QEMU (which
+ * holds shared locks there) makes this fail, and QEMU cannot open the
+ * image while we hold it.
+ *
+ * @param[out] fd  the locked descriptor; closing it drops the lock
+ * @return 0, VMB_ELOCKED (in use, e.g. by a running VM), VMB_EACCES,
+ *         VMB_ENOTFOUND, VMB_EIO
+ */
+int vmb_disk__image_lock(const char *path, int *fd);
+
+/* An edit of the persistent bitmaps of a qcow2 file. */
+typedef struct vmb_qcow2_bitmap_edit {
+	const char *add;            /**< new empty bitmap, or NULL */
+	uint32_t add_granularity;   /**< bytes per bit (power of two) */
+	int add_auto;               /**< set the auto flag (track writes) */
+	const char *const *remove;  /**< names to drop (absent: ignored) */
+	size_t nremove;
+} vmb_qcow2_bitmap_edit;
+
+/*
+ * Apply @p e to the qcow2 file open (read-write, locked) as @p fd.
+ * Crash-safe: new clusters are written and fsync'd first, then their
+ * refcounts raised, then the header's bitmaps extension switched (one
+ * sector write, or: clear autoclear bit 0, rewrite, set it), and only
+ * then the old clusters' refcounts dropped.  A crash leaves at worst
+ * leaked clusters, never a reference to an unreferenced cluster.
+ *
+ * @return 0; VMB_ENOTSUP (v2 image, dirty/corrupt bits, no room in the
+ *         header, refcount table full), VMB_ECORRUPT, VMB_EIO
+ */
+int vmb_disk__qcow2_bitmaps_edit(int fd, const char *path,
+				 const vmb_qcow2_bitmap_edit *e);
+
+/*
+ * Write a new qcow2 layer at @p path (must not exist) of @p size guest
+ * bytes with an optional backing file (name stored as given, relative to
+ * the new file's folder) and format.  With @p src, guest clusters that
+ * the layers [0, @p keep) of @p src own (data or zeros) are copied (data
+ * read through @p src, zeros as zero clusters); everything else is left
+ * unallocated (falls through to the backing file).  Without @p src the
+ * layer is an empty overlay.  The file is fsync'd; the caller renames it.
+ * Crash point "layer-data-written" after the data.
+ */
+int vmb_disk__qcow2_write_layer(const char *path, uint64_t size,
+				const char *backing, const char *backing_fmt,
+				vmb_disk *src, int keep, unsigned mode);
+
+/*
+ * The backing file name and format stored in a qcow2 file's header, as
+ * written (not resolved).  *backing and *fmt are malloc'd or NULL.
+ */
+int vmb_disk__qcow2_backing(const char *path, char **backing, char **fmt);
+
 #endif

@@ -874,7 +874,12 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 	report(&ps, 1);
 
 	/* the manifest, last */
-	snap.time = (int64_t)time(NULL);
+	{
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		snap.time = (int64_t)ts.tv_sec;
+		snap.time_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+	}
 	snap.host = vmb_strdup(host);
 	snap.parent = parent && used_parent ? vmb_strdup(parent->id) : NULL;
 	static const char *cbt_names[] = { "none", "fingerprint", "overlay",

@@ -57,6 +57,7 @@ struct vmb_snapshot {
 	char id[33];
 	char *vm, *host, *parent, *cbt;
 	int64_t time;
+	int64_t time_us; /* microseconds since the epoch; orders snapshots */
 	char **tags;
 	size_t ntags;
 	vmb_mdisk *disks;

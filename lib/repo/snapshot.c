@@ -18,7 +18,8 @@ char *vmb_repo__manifest_json(const vmb_snapshot *s, const char *stats)
 	vmb_buf_init(&b);
 	vmb_buf_printf(&b, "{\"version\":1,\"id\":\"%s\",\"vm\":", s->id);
 	vmb_buf_json_str(&b, s->vm);
-	vmb_buf_printf(&b, ",\"time\":%lld,\"host\":", (long long)s->time);
+	vmb_buf_printf(&b, ",\"time\":%lld,\"time_us\":%lld,\"host\":",
+		       (long long)s->time, (long long)s->time_us);
 	vmb_buf_json_str(&b, s->host ? s->host : "");
 	vmb_buf_puts(&b, ",\"parent\":");
 	if (s->parent)
@@ -147,6 +148,9 @@ static int parse_manifest(const char *id, char *text, size_t len,
 		goto bad;
 	if (vmb_json_i64(j, "time", &s->time))
 		goto bad;
+	if (vmb_json_i64(j, "time_us", &s->time_us) ||
+	    s->time_us / 1000000 != s->time)
+		s->time_us = s->time * 1000000; /* older or inconsistent */
 	str = vmb_json_str(j, "host");
 	s->host = vmb_strdup(str ? str : "");
 	str = vmb_json_str(j, "parent");
@@ -313,8 +317,8 @@ static int by_time(const void *a, const void *b)
 {
 	const vmb_snapshot *x = *(vmb_snapshot *const *)a;
 	const vmb_snapshot *y = *(vmb_snapshot *const *)b;
-	if (x->time != y->time)
-		return x->time < y->time ? -1 : 1;
+	if (x->time_us != y->time_us)
+		return x->time_us < y->time_us ? -1 : 1;
 	return strcmp(x->id, y->id);
 }
 

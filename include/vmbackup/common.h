@@ -61,6 +61,7 @@ typedef enum vmb_error {
 	VMB_ECANCELED = -15, /**< the operation was cancelled */
 	VMB_EVERIFY = -16,   /**< verification found damage */
 	VMB_ERANGE = -17,    /**< value out of range / arithmetic overflow */
+	VMB_EFORMAT = -18,   /**< malformed or hostile disk image (input) */
 } vmb_error;
 
 /** @return a static name for an error code ("corrupt data", ...). */

@@ -36,6 +36,7 @@ VMB_EXTERN(const char *) vmb_error_name(int code)
 	case VMB_ECANCELED: return "cancelled";
 	case VMB_EVERIFY: return "verification failed";
 	case VMB_ERANGE: return "value out of range";
+	case VMB_EFORMAT: return "malformed disk image";
 	default: return "unknown error";
 	}
 }

@@ -40,6 +40,14 @@ struct vmb_disk {
 	struct layer layers[VMB_DISK_MAX_CHAIN];
 };
 
+/* A damaged image file is bad input, not damaged backup data. */
+static int image_err(int r)
+{
+	if (r == VMB_ECORRUPT)
+		return vmb_error_set(VMB_EFORMAT, "%s", vmb_error_message());
+	return r;
+}
+
 const vmb_disk_format *vmb_disk__format_by_name(const char *name)
 {
 	for (size_t i = 0; i < VMB_ARRAY_SIZE(formats); i++)
@@ -206,7 +214,7 @@ VMB_EXTERN(int) vmb_disk_open(const char *path, unsigned flags,
 		struct stat st;
 
 		if (d->nlayers >= VMB_DISK_MAX_CHAIN) {
-			r = vmb_error_set(VMB_ECORRUPT,
+			r = vmb_error_set(VMB_EFORMAT,
 					  "%s: backing chain deeper than %d",
 					  path, VMB_DISK_MAX_CHAIN);
 			goto fail;
@@ -221,7 +229,7 @@ VMB_EXTERN(int) vmb_disk_open(const char *path, unsigned flags,
 		}
 		for (int i = 0; i < d->nlayers; i++) {
 			if (devs[i] == st.st_dev && inos[i] == st.st_ino) {
-				r = vmb_error_set(VMB_ECORRUPT,
+				r = vmb_error_set(VMB_EFORMAT,
 						  "%s: loop in backing chain at %s",
 						  path, cur);
 				goto fail;
@@ -247,7 +255,7 @@ VMB_EXTERN(int) vmb_disk_open(const char *path, unsigned flags,
 		l->path = cur;
 		cur = NULL;
 		d->nlayers++;
-		r = fmt->open(l->path, &o, &l->state, &l->info);
+		r = image_err(fmt->open(l->path, &o, &l->state, &l->info));
 		if (r) {
 			l->state = NULL;
 			if (vmb_error_code() == 0)
@@ -256,7 +264,7 @@ VMB_EXTERN(int) vmb_disk_open(const char *path, unsigned flags,
 			goto fail;
 		}
 		if (l->info.virtual_size > VMB_DISK_MAX_SIZE) {
-			r = vmb_error_set(VMB_ECORRUPT,
+			r = vmb_error_set(VMB_EFORMAT,
 					  "%s: virtual size %llu is absurd",
 					  l->path,
 					  (unsigned long long)l->info.virtual_size);
@@ -425,7 +433,7 @@ static int layer_cb(const vmb_extent *e, void *payload)
 	/* a format must report contiguous, increasing extents in range */
 	if (off != w->next || !len || !vmb_range_ok(off, len, w->end) ||
 	    off + len > w->end || e->kind < 0 || e->kind > 2) {
-		w->err = vmb_error_set(VMB_ECORRUPT,
+		w->err = vmb_error_set(VMB_EFORMAT,
 				       "%s: inconsistent allocation map at %llu",
 				       w->d->layers[w->i].path,
 				       (unsigned long long)off);
@@ -457,13 +465,13 @@ static int map_layer(vmb_disk *d, int i, uint64_t off, uint64_t len,
 {
 	struct layer_walk w = { d, i, off, off + len, em, 0 };
 	struct layer *l = &d->layers[i];
-	int r = l->fmt->map(l->state, off, len, layer_cb, &w);
+	int r = image_err(l->fmt->map(l->state, off, len, layer_cb, &w));
 	if (w.err)
-		return w.err;
+		return image_err(w.err);
 	if (r < 0)
 		return r;
 	if (!em->stopped && w.next != off + len)
-		return vmb_error_set(VMB_ECORRUPT,
+		return vmb_error_set(VMB_EFORMAT,
 				     "%s: allocation map does not cover the disk",
 				     l->path);
 	return 0;
@@ -526,7 +534,7 @@ static int read_cb(const vmb_extent *e, void *payload)
 	int r = 0;
 
 	if (off != w->next || !len || off + len > w->end || off + len < off) {
-		w->err = vmb_error_set(VMB_ECORRUPT,
+		w->err = vmb_error_set(VMB_EFORMAT,
 				       "%s: inconsistent allocation map at %llu",
 				       l->path, (unsigned long long)off);
 		return 1;
@@ -535,7 +543,7 @@ static int read_cb(const vmb_extent *e, void *payload)
 	p = w->buf + (off - w->base);
 	switch (e->kind) {
 	case VMB_EXTENT_DATA:
-		r = l->fmt->read(l->state, p, off, (size_t)len);
+		r = image_err(l->fmt->read(l->state, p, off, (size_t)len));
 		break;
 	case VMB_EXTENT_ZERO:
 		memset(p, 0, (size_t)len);
@@ -564,13 +572,13 @@ static int read_layer(vmb_disk *d, int i, uint8_t *buf, uint64_t off,
 {
 	struct read_walk w = { d, i, buf, off, off, off + len, 0 };
 	struct layer *l = &d->layers[i];
-	int r = l->fmt->map(l->state, off, len, read_cb, &w);
+	int r = image_err(l->fmt->map(l->state, off, len, read_cb, &w));
 	if (w.err)
-		return w.err;
+		return image_err(w.err);
 	if (r < 0)
 		return r;
 	if (w.next != off + len)
-		return vmb_error_set(VMB_ECORRUPT,
+		return vmb_error_set(VMB_EFORMAT,
 				     "%s: allocation map does not cover the disk",
 				     l->path);
 	return 0;

@@ -840,25 +840,25 @@ static void test_malformed(void)
 
 	fresh(good, bad);
 	patch_be64(bad, 40, fsize + (1 << 20));
-	expect_bad(bad, VMB_ECORRUPT, "L1 offset past EOF");
+	expect_bad(bad, VMB_EFORMAT, "L1 offset past EOF");
 	fresh(good, bad);
 	patch_be32(bad, 36, 0x7fffffff);
-	expect_bad(bad, VMB_ECORRUPT, "absurd l1_size");
+	expect_bad(bad, VMB_EFORMAT, "absurd l1_size");
 	fresh(good, bad);
 	patch_be32(bad, 20, 30);
-	expect_bad(bad, VMB_ECORRUPT, "cluster_bits 30");
+	expect_bad(bad, VMB_EFORMAT, "cluster_bits 30");
 	fresh(good, bad);
 	patch_be32(bad, 20, 8);
-	expect_bad(bad, VMB_ECORRUPT, "cluster_bits 8");
+	expect_bad(bad, VMB_EFORMAT, "cluster_bits 8");
 	fresh(good, bad);
 	CHECK(truncate(bad, 100) == 0);
-	expect_bad(bad, VMB_ECORRUPT, "truncated to 100 bytes");
+	expect_bad(bad, VMB_EFORMAT, "truncated to 100 bytes");
 	fresh(good, bad);
 	CHECK(truncate(bad, 50) == 0);
-	expect_bad(bad, VMB_ECORRUPT, "truncated to 50 bytes");
+	expect_bad(bad, VMB_EFORMAT, "truncated to 50 bytes");
 	fresh(good, bad);
 	CHECK(truncate(bad, (off_t)(l2 + 65536)) == 0);
-	expect_bad(bad, VMB_ECORRUPT, "truncated after the L2 table");
+	expect_bad(bad, VMB_EFORMAT, "truncated after the L2 table");
 	fresh(good, bad);
 	patch_be64(bad, 72, 1ULL << 5);
 	expect_bad(bad, VMB_ENOTSUP, "unknown incompatible bit");
@@ -873,62 +873,62 @@ static void test_malformed(void)
 	expect_bad(bad, VMB_ENOTSUP, "version 4");
 	fresh(good, bad);
 	patch_be32(bad, 96, 7);
-	expect_bad(bad, VMB_ECORRUPT, "refcount order 7");
+	expect_bad(bad, VMB_EFORMAT, "refcount order 7");
 	fresh(good, bad);
 	patch_be32(bad, 100, 0x10000000);
-	expect_bad(bad, VMB_ECORRUPT, "header length huge");
+	expect_bad(bad, VMB_EFORMAT, "header length huge");
 	fresh(good, bad);
 	patch_be32(bad, 56, 0);
-	expect_bad(bad, VMB_ECORRUPT, "no refcount table");
+	expect_bad(bad, VMB_EFORMAT, "no refcount table");
 	fresh(good, bad);
 	patch_be64(bad, 48, 12345);
-	expect_bad(bad, VMB_ECORRUPT, "refcount table unaligned");
+	expect_bad(bad, VMB_EFORMAT, "refcount table unaligned");
 	fresh(good, bad);
 	patch_be32(bad, 60, 100000);
 	patch_be64(bad, 64, 65536);
-	expect_bad(bad, VMB_ECORRUPT, "too many snapshots");
+	expect_bad(bad, VMB_EFORMAT, "too many snapshots");
 	fresh(good, bad);
 	patch_be32(bad, 60, 3);
 	patch_be64(bad, 64, fsize);
-	expect_bad(bad, VMB_ECORRUPT, "snapshot table past EOF");
+	expect_bad(bad, VMB_EFORMAT, "snapshot table past EOF");
 	fresh(good, bad);
 	patch_be64(bad, 24, 1ULL << 60);
-	expect_bad(bad, VMB_ECORRUPT, "absurd virtual size");
+	expect_bad(bad, VMB_EFORMAT, "absurd virtual size");
 	fresh(good, bad);
 	patch_be64(bad, 24, 1ULL << 40);
-	expect_bad(bad, VMB_ECORRUPT, "L1 too small for size");
+	expect_bad(bad, VMB_EFORMAT, "L1 too small for size");
 	fresh(good, bad);
 	patch_be64(bad, 8, 70000);
 	patch_be32(bad, 16, 100);
-	expect_bad(bad, VMB_ECORRUPT, "backing name past cluster 0");
+	expect_bad(bad, VMB_EFORMAT, "backing name past cluster 0");
 	/* extension whose length runs past the header cluster */
 	fresh(good, bad);
 	patch_be32(bad, 112, 0x12345678);
 	patch_be32(bad, 116, 0x7ffffff0);
-	expect_bad(bad, VMB_ECORRUPT, "extension length");
+	expect_bad(bad, VMB_EFORMAT, "extension length");
 	fresh(good, bad);
 	patch_be32(bad, 112, 0x23852875); /* bitmaps, wrong length */
 	patch_be32(bad, 116, 8);
-	expect_bad(bad, VMB_ECORRUPT, "bitmaps extension length");
+	expect_bad(bad, VMB_EFORMAT, "bitmaps extension length");
 	/* L1 entry pointing past EOF, L2 entry past EOF, unaligned */
 	fresh(good, bad);
 	patch_be64(bad, l1, (fsize + (64 << 20)) | (1ULL << 63));
-	expect_bad(bad, VMB_ECORRUPT, "L2 table past EOF");
+	expect_bad(bad, VMB_EFORMAT, "L2 table past EOF");
 	fresh(good, bad);
 	patch_be64(bad, l1, 4096 | (1ULL << 63));
-	expect_bad(bad, VMB_ECORRUPT, "L2 table unaligned");
+	expect_bad(bad, VMB_EFORMAT, "L2 table unaligned");
 	fresh(good, bad);
 	patch_be64(bad, l1, l1 | (1ULL << 63));
-	expect_bad(bad, VMB_ECORRUPT, "L2 table is the L1 table");
+	expect_bad(bad, VMB_EFORMAT, "L2 table is the L1 table");
 	fresh(good, bad);
 	patch_be64(bad, l2 + 8, (fsize + (1ULL << 30)) | (1ULL << 63));
-	expect_bad(bad, VMB_ECORRUPT, "data cluster past EOF");
+	expect_bad(bad, VMB_EFORMAT, "data cluster past EOF");
 	fresh(good, bad);
 	patch_be64(bad, l2 + 8, 0x10200 | (1ULL << 63));
-	expect_bad(bad, VMB_ECORRUPT, "data cluster unaligned");
+	expect_bad(bad, VMB_EFORMAT, "data cluster unaligned");
 	fresh(good, bad);
 	patch_be64(bad, l2 + 8, (1ULL << 62) | 0x3fffffffffffffULL);
-	expect_bad(bad, VMB_ECORRUPT, "compressed cluster past EOF");
+	expect_bad(bad, VMB_EFORMAT, "compressed cluster past EOF");
 	/* compressed stream damaged */
 	{
 		uint64_t cl1 = peek_be64(comp, 40);
@@ -943,12 +943,12 @@ static void test_malformed(void)
 			memset(junk, 0xff, sizeof junk);
 			fresh(comp, bad);
 			patch(bad, coff, junk, sizeof junk);
-			expect_bad(bad, VMB_ECORRUPT, "compressed garbage");
+			expect_bad(bad, VMB_EFORMAT, "compressed garbage");
 			/* a valid stream cut short: inflates to < 1 cluster */
 			fresh(comp, bad);
 			patch_be64(bad, cl2 + 8 * 0,
 				   (e & ~(0xffULL << 54)) | (1ULL << 62));
-			expect_bad(bad, VMB_ECORRUPT, "compressed stream cut short");
+			expect_bad(bad, VMB_EFORMAT, "compressed stream cut short");
 		}
 	}
 	/* random bytes behind a valid magic */
@@ -1004,7 +1004,7 @@ static void test_malformed(void)
 	SH("%s create -q -f qcow2 '%s' 1M", Q, b);
 	SH("%s create -q -f qcow2 -b '%s' -F qcow2 '%s'", Q, b, a);
 	SH("%s rebase -q -u -b '%s' -F qcow2 '%s'", Q, a, b);
-	expect_bad(a, VMB_ECORRUPT, "backing loop");
+	expect_bad(a, VMB_EFORMAT, "backing loop");
 	/* backing file that does not exist */
 	unlink(b);
 	expect_bad(a, VMB_ENOTFOUND, "missing backing file");

@@ -25,10 +25,9 @@ echo "== vmb init"
 "$VMB" init "$D/repo"
 echo "== vmb backup (full)"
 "$VMB" backup "$D/repo" "$D/sample.qcow2" --vm demo-vm --tag demo
-echo "== the VM changes 4 MiB; vmb backup again (incremental)"
-head -c 4M /dev/urandom | dd of="$D/sample.raw" bs=1M seek=700 conv=notrunc status=none
-rm "$D/sample.qcow2"
-qemu-img convert -f raw -O qcow2 "$D/sample.raw" "$D/sample.qcow2"
+echo "== the VM writes 4 MiB into its disk; vmb backup again (incremental)"
+qemu-io -f qcow2 -c "write -P 0x42 700M 4M" "$D/sample.qcow2" >/dev/null
+head -c 4M /dev/zero | tr '\0' '\102' | dd of="$D/sample.raw" bs=1M seek=700 conv=notrunc status=none
 "$VMB" backup "$D/repo" "$D/sample.qcow2" --vm demo-vm --tag demo
 echo "== vmb snapshots"
 "$VMB" snapshots "$D/repo"

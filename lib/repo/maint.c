@@ -285,6 +285,20 @@ static int sweep_cb(const char *name, uint64_t size, int64_t mtime,
 	return 0;
 }
 
+/* A new random GC epoch: invalidates chunk caches, alerts backups. */
+static int new_epoch(vmb_repo *r)
+{
+	uint8_t rnd[16];
+	char epoch[40];
+	int rc;
+	vmb_crypto_random(rnd, sizeof rnd);
+	vmb_hex(rnd, sizeof rnd, epoch);
+	rc = vmb_target_put(r->t, "state/gc-epoch", epoch, strlen(epoch));
+	if (!rc)
+		memcpy(r->gc_epoch, epoch, 33);
+	return rc;
+}
+
 VMB_EXTERN(int) vmb_repo_gc(vmb_repo *r, const vmb_gc_options *o,
 			    vmb_gc_result *res)
 {
@@ -310,17 +324,8 @@ VMB_EXTERN(int) vmb_repo_gc(vmb_repo *r, const vmb_gc_options *o,
 		return rc;
 	/* 1. a new epoch: every cached "this chunk exists" becomes stale,
 	 *    and backups that overlap us re-check what they reused */
-	if (!o->dry_run) {
-		uint8_t rnd[16];
-		char epoch[40];
-		vmb_crypto_random(rnd, sizeof rnd);
-		vmb_hex(rnd, sizeof rnd, epoch);
-		rc = vmb_target_put(r->t, "state/gc-epoch", epoch,
-				    strlen(epoch));
-		if (rc)
-			goto out;
-		memcpy(r->gc_epoch, epoch, 33);
-	}
+	if (!o->dry_run && (rc = new_epoch(r)))
+		goto out;
 	/* 2. running backups; markers not refreshed for 15 min are dead.
 	 *    With none running, everything unreferenced written up to the
 	 *    second GC started goes. */
@@ -448,17 +453,8 @@ VMB_EXTERN(int) vmb_repo_gc(vmb_repo *r, const vmb_gc_options *o,
 	}
 	/* 6. a second epoch: a backup that overlapped any part of this GC
 	 *    sees a change and re-checks what it reused (docs/gc.md) */
-	if (!o->dry_run) {
-		uint8_t rnd[16];
-		char epoch[40];
-		vmb_crypto_random(rnd, sizeof rnd);
-		vmb_hex(rnd, sizeof rnd, epoch);
-		rc = vmb_target_put(r->t, "state/gc-epoch", epoch,
-				    strlen(epoch));
-		if (rc)
-			goto out;
-		memcpy(r->gc_epoch, epoch, 33);
-	}
+	if (!o->dry_run && (rc = new_epoch(r)))
+		goto out;
 	res->seconds = vmb_now() - start;
 out:
 	listed_free(&sessions);

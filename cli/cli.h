@@ -73,5 +73,6 @@ int cmd_protect(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 int cmd_key(int argc, char **argv);
+int cmd_snapshot(int argc, char **argv);
 
 #endif

@@ -29,6 +29,7 @@ static const struct {
 	{ "import", cmd_import, "import an exported tar or an OVA" },
 	{ "key", cmd_key, "change, add or export repository keys" },
 	{ "inspect", cmd_inspect, "describe a disk image" },
+	{ "snapshot", cmd_snapshot, "create, list, revert, delete image snapshots" },
 };
 
 static const char main_help[] =

@@ -3,6 +3,7 @@
 #define VMBACKUP_H
 #include "vmbackup/common.h"
 #include "vmbackup/disk.h"
+#include "vmbackup/snapshot_image.h"
 #include "vmbackup/target.h"
 #include "vmbackup/repo.h"
 #include "vmbackup/keys.h"

@@ -560,7 +560,7 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 	struct progress_state ps;
 	char host[256] = "", session[64] = "", *json = NULL, stats[512];
 	uint8_t sid[16], **mine = NULL;
-	int rc = 0, nthreads = 0, nbufs, used_parent = 0;
+	int rc = 0, nthreads = 0, nbufs, nstore, nobufs, used_parent = 0;
 	struct keepalive ka;
 	char vm_lock[80] = "", vm_token[33] = "", start_epoch[65];
 	vmb_idset damaged;
@@ -698,10 +698,15 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 
 	nthreads = vmb_repo__threads(r, opts->threads);
 	nbufs = nthreads * 2 + 2;
+	/* store threads mostly wait (fsync, network): at least 4, so
+	 * several uploads are in flight even on a 1- or 2-core host, and
+	 * one blob buffer per store thread plus one per worker */
+	nstore = nthreads < 4 ? 4 : nthreads;
+	nobufs = nstore + nthreads;
 	c.outcap = vmb_blob_bound(r->chunk_size);
 	c.ws = vmb_calloc((size_t)nthreads, sizeof *c.ws);
 	c.bufs = vmb_calloc((size_t)nbufs, sizeof *c.bufs);
-	c.obufs = vmb_calloc((size_t)nthreads * 2, sizeof *c.obufs);
+	c.obufs = vmb_calloc((size_t)nobufs, sizeof *c.obufs);
 	if (!c.ws || !c.bufs || !c.obufs) {
 		rc = VMB_ENOMEM;
 		goto out;
@@ -721,7 +726,7 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 		}
 		c.nfree++;
 	}
-	for (int i = 0; i < nthreads * 2; i++) {
+	for (int i = 0; i < nobufs; i++) {
 		c.obufs[i] = vmb_malloc(c.outcap);
 		if (!c.obufs[i]) {
 			rc = VMB_ENOMEM;
@@ -729,9 +734,9 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 		}
 		c.nofree++;
 	}
-	/* the store stage: nthreads uploaders, a queue as long as the
-	 * number of blob buffers (so submitting never waits) */
-	rc = vmb_pool_new(nthreads, nthreads * 2, &c.store);
+	/* the store stage: a queue as long as the number of blob buffers
+	 * (so submitting never waits) */
+	rc = vmb_pool_new(nstore, nobufs, &c.store);
 	if (rc)
 		goto out;
 	rc = vmb_pool_new(nthreads, nthreads * 2, &pool);

@@ -1,0 +1,117 @@
+/* vmb snapshot create|list|revert|delete IMAGE [NAME] */
+#include <string.h>
+#include <time.h>
+#include "cli.h"
+
+static const char help[] =
+"NAME\n"
+"    vmb snapshot - external snapshots of a disk image\n"
+"\n"
+"SYNOPSIS\n"
+"    vmb snapshot create IMAGE NAME [--format qcow2]\n"
+"    vmb snapshot list IMAGE [--json]\n"
+"    vmb snapshot revert IMAGE NAME\n"
+"    vmb snapshot delete IMAGE NAME\n"
+"\n"
+"DESCRIPTION\n"
+"    create freezes IMAGE's current content in the read-only file\n"
+"    IMAGE.NAME and turns IMAGE (the path the VM uses) into an empty\n"
+"    qcow2 overlay on top of it.  list shows the snapshots, oldest first.\n"
+"    revert discards every change since NAME (and the snapshots newer\n"
+"    than NAME).  delete removes snapshot NAME and keeps the current\n"
+"    state, by merging NAME's layer with the layer above it.\n"
+"    Names and times are kept in IMAGE.vmbsnap.json.  Every step is\n"
+"    crash-safe.  The VM must be stopped: an image in use by a running\n"
+"    QEMU is refused.  Snapshots are not backups: they live on the same\n"
+"    disk as the image (see vmb backup).\n"
+"\n"
+"OPTIONS\n"
+"    --format qcow2   the overlay's format (needed for .vdi and .vmdk\n"
+"                     images: native differencing images are not\n"
+"                     written yet)\n";
+
+int cmd_snapshot(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "format", required_argument, NULL, 'f' },
+		CLI_COMMON_OPTIONS, { 0 } };
+	const char *format = NULL, *verb, *image, *name;
+	int c, rc;
+
+	while ((c = getopt_long(argc, argv, "vhf:", opts, NULL)) != -1) {
+		if (c == 'f') {
+			format = optarg;
+			continue;
+		}
+		int k = cli_common_opt(c, optarg);
+		if (k < 0)
+			return cli_help(help);
+		if (!k)
+			return cli_bad_option("snapshot", argv);
+	}
+	if (optind + 2 > argc)
+		return cli_usage_error("snapshot", "expected "
+				       "create|list|revert|delete IMAGE [NAME]");
+	verb = argv[optind];
+	image = argv[optind + 1];
+	name = optind + 2 < argc ? argv[optind + 2] : NULL;
+	if (optind + 3 < argc)
+		return cli_usage_error("snapshot", "too many arguments");
+	if (!strcmp(verb, "list")) {
+		vmb_image_snapshot *l;
+		size_t n;
+		if (name)
+			return cli_usage_error("snapshot", "list takes no NAME");
+		rc = vmb_image_snapshot_list(image, &l, &n);
+		if (rc)
+			return cli_fail(rc);
+		if (g.json) {
+			printf("[");
+			for (size_t i = 0; i < n; i++) {
+				printf(i ? ",{\"name\":" : "{\"name\":");
+				cli_json_str(stdout, l[i].name);
+				printf(",\"file\":");
+				cli_json_str(stdout, l[i].file);
+				printf(",\"created\":%lld}",
+				       (long long)l[i].created);
+			}
+			printf("]\n");
+		} else {
+			if (n)
+				printf("%-20s %-20s %s\n", "NAME", "CREATED",
+				       "FILE");
+			for (size_t i = 0; i < n; i++) {
+				char ts[32];
+				time_t t = (time_t)l[i].created;
+				strftime(ts, sizeof ts, "%Y-%m-%d %H:%M:%S",
+					 localtime(&t));
+				printf("%-20s %-20s %s\n", l[i].name, ts,
+				       l[i].file);
+			}
+		}
+		vmb_image_snapshot_list_free(l, n);
+		return EXIT_OK;
+	}
+	if (!name)
+		return cli_usage_error("snapshot", "%s needs a NAME", verb);
+	if (!strcmp(verb, "create"))
+		rc = vmb_image_snapshot_create(image, name, format);
+	else if (!strcmp(verb, "revert"))
+		rc = vmb_image_snapshot_revert(image, name);
+	else if (!strcmp(verb, "delete"))
+		rc = vmb_image_snapshot_delete(image, name);
+	else
+		return cli_usage_error("snapshot", "unknown action '%s' (want "
+				       "create, list, revert or delete)", verb);
+	if (rc)
+		return cli_fail(rc);
+	if (g.json) {
+		printf("{\"action\":\"%s\",\"snapshot\":", verb);
+		cli_json_str(stdout, name);
+		printf("}\n");
+	} else if (!g.quiet)
+		printf("%s snapshot %s of %s\n", !strcmp(verb, "create") ?
+		       "created" : !strcmp(verb, "revert") ? "reverted to" :
+		       "deleted", name, image);
+	return EXIT_OK;
+}

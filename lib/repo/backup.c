@@ -2,11 +2,11 @@
  * The backup pipeline.  The calling thread walks each disk's allocation
  * map and reads only allocated data, one chunk at a time; worker threads
  * fingerprint, hash, compress and seal in parallel and hand each sealed
- * blob to a second, store stage (as many threads again) that uploads it,
- * so workers never sit idle in fsync or network waits.  Queues and buffers
- * are bounded, so memory stays at about (threads * 2 + 2) chunks plus
- * (threads * 2) sealed blobs whatever the disk size.  The manifest is
- * written last, after every upload has finished.
+ * blob to a second, store stage (max(threads, 4) threads) that uploads
+ * it, so workers never sit idle in fsync or network waits.  Queues and
+ * buffers are bounded, so memory stays at about (threads * 2 + 2) chunks
+ * plus (max(threads, 4) + threads) sealed blobs whatever the disk size.
+ * The manifest is written last, after every upload has finished.
  */
 #include <pthread.h>
 #include <stdio.h>

@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Render bench/out/results.tsv (written by run.sh) as markdown tables."""
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections import defaultdict
+
+res_path, logs = sys.argv[1], sys.argv[2]
+times = defaultdict(list)          # (tool, phase) -> [(wall, cpu, rss_kb, rep)]
+sizes, objects, restored, meta = {}, {}, {}, {}
+for line in open(res_path):
+    f = line.rstrip("\n").split("\t")
+    if f[0] == "time":
+        tool, phase, rep = f[1], f[2], f[3]
+        wall, user, sys_, rss = float(f[4]), float(f[5]), float(f[6]), int(f[7])
+        times[(tool, phase)].append((wall, user + sys_, rss, rep))
+    elif f[0] == "size":
+        sizes[(f[1], f[2])] = int(f[3])
+    elif f[0] == "objects":
+        objects[(f[1], f[2])] = int(f[3])
+    elif f[0] == "restored":
+        restored[f[1]] = (int(f[2]), int(f[3]))
+    elif f[0] == "meta":
+        meta[f[1]] = f[2]
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True,
+                              timeout=20).stdout.strip()
+    except Exception:
+        return ""
+
+
+def best(tool, phase):
+    v = times.get((tool, phase))
+    if not v:
+        return None
+    return (min(x[0] for x in v), min(x[1] for x in v), max(x[2] for x in v),
+            len(v))
+
+
+def vmb_json(phase):
+    """vmb --json output of the fastest repetition of a phase."""
+    v = times.get(("vmb", phase))
+    if not v:
+        return {}
+    rep = min(v)[3]
+    try:
+        return json.loads(open(os.path.join(logs, f"vmb-{phase}-{rep}.out")).read())
+    except Exception:
+        return {}
+
+
+MiB = 1024 * 1024
+img = int(meta.get("image_bytes", "0"))
+alloc = int(meta.get("image_allocated", "0"))
+out = []
+p = out.append
+
+cpu = sh("lscpu | sed -n 's/^Model name: *//p' | head -1") or platform.processor()
+mem = sh("awk '/MemTotal/ {printf \"%.1f GiB\", $2/1048576}' /proc/meminfo")
+disk = sh("df -hT " + os.path.dirname(res_path) + " | tail -1 | awk '{print $1\" (\"$2\", \"$3\")\"}'")
+rota = sh("lsblk -dno NAME,ROTA,SIZE | head -3 | tr '\\n' ';'")
+p("## Machine\n")
+p(f"* nproc: {os.cpu_count()}; CPU: {cpu}; RAM: {mem}")
+p(f"* disk under bench/out: {disk}; lsblk (name rota size): {rota}")
+p(f"* kernel {platform.release()}; {sh('borg --version')}; "
+  f"{sh('restic version').split(' compiled')[0]}; "
+  f"{sh('qemu-img --version | head -1')}; "
+  f"zstd {sh('zstd -V').split(' v')[-1].split(',')[0]}")
+p(f"* page cache: {meta.get('caches')} before every measured command; "
+  f"{meta.get('repeat')} repetition(s), best wall time shown; "
+  f"load average at start {meta.get('load_start')}, at end {meta.get('load_end')}")
+p("")
+p(f"Image: {img / MiB:.0f} MiB raw, {alloc / MiB:.0f} MiB allocated "
+  f"({meta.get('image_layout', '').split(': ', 1)[-1]}); change between "
+  f"backups: {meta.get('change')}.\n")
+
+labels = {"vmb": "vmb backup (repokey, defaults)",
+          "borg": "borg create (fixed 4 MiB, zstd,1, repokey-blake2, --sparse)",
+          "restic": "restic backup (defaults, compression auto)",
+          "qemu": "qemu-img convert -c -O qcow2",
+          "zstd": "zstd -T0 -1 (raw image)"}
+phases = [("full", "full backup"), ("same", "unchanged re-backup"),
+          ("inc", "1% changed"), ("restore", "restore")]
+tools = [t for t in ["vmb", "borg", "restic", "qemu", "zstd"]
+         if any(k[0] == t for k in times)]
+
+p("## Results\n")
+p("Wall time is the fastest of the repetitions; MiB/s is the image's "
+  "virtual size over wall time; CPU is user+sys seconds; RSS is the peak "
+  "resident set (/usr/bin/time -v); size is the repository (or output "
+  "file) after the step.\n")
+p("| tool | step | wall s | MiB/s | CPU s | peak RSS MiB | size MiB | notes |")
+p("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+for t in tools:
+    for ph, name in phases:
+        b = best(t, ph)
+        if not b:
+            continue
+        wall, c, rss, n = b
+        size = sizes.get((t, ph))
+        note = ""
+        if t == "vmb" and ph in ("full", "same", "inc"):
+            j = vmb_json(ph)
+            if j:
+                note = (f"read {j['bytes_read'] / MiB:.0f} MiB, new "
+                        f"{j['bytes_new'] / MiB:.0f} MiB, "
+                        f"{j['chunks_new']} new chunks")
+        if ph == "restore" and t in restored:
+            a, ap = restored[t]
+            note = (f"output {a / MiB:.0f} MiB allocated of {ap / MiB:.0f} MiB "
+                    f"({'sparse' if a < ap * 0.9 else 'NOT sparse'}), identical")
+        if ph == "inc" and (t, "inc") in objects:
+            note += f"; {objects[(t, 'inc')]} chunk objects"
+        p(f"| {labels[t] if ph == 'full' else ''} | {name} | {wall:.2f} | "
+          f"{img / MiB / wall:.0f} | {c:.2f} | {rss / 1024:.0f} | "
+          f"{size / MiB:.1f} |{' ' + note if note else ''} |".replace("| None", "| -")
+          if size is not None else
+          f"| {labels[t] if ph == 'full' else ''} | {name} | {wall:.2f} | "
+          f"{img / MiB / wall:.0f} | {c:.2f} | {rss / 1024:.0f} | - |"
+          f"{' ' + note if note else ''} |")
+p("")
+
+# ---- goals ------------------------------------------------------------------
+def w(t, ph):
+    b = best(t, ph)
+    return b[0] if b else None
+
+
+def cpu_of(t, ph):
+    b = best(t, ph)
+    return b[1] if b else None
+
+
+goals = []
+
+
+def goal(text, ok, figure):
+    goals.append((text, "holds" if ok else "FAILS", figure))
+
+
+vf = w("vmb", "full")
+if vf:
+    for other in ("borg", "restic"):
+        o = w(other, "full")
+        if o:
+            goal(f"full backup >= 2x faster than {other}", o / vf >= 2,
+                 f"{o / vf:.2f}x ({o:.2f} s vs {vf:.2f} s; CPU "
+                 f"{cpu_of(other, 'full'):.2f} s vs {cpu_of('vmb', 'full'):.2f} s)")
+    z = w("zstd", "full")
+    if z:
+        goal("full backup within 1.3x of zstd -T0 -1", vf / z <= 1.3,
+             f"{vf / z:.2f}x ({vf:.2f} s vs {z:.2f} s; CPU "
+             f"{cpu_of('vmb', 'full'):.2f} s vs {cpu_of('zstd', 'full'):.2f} s)")
+    vs = sizes.get(("vmb", "full"))
+    for other in ("borg", "restic", "zstd"):
+        os_ = sizes.get((other, "full"))
+        if vs and os_:
+            goal(f"repository size <= {other}", vs <= os_ * 1.005,
+                 f"{vs / MiB:.1f} MiB vs {os_ / MiB:.1f} MiB ({vs / os_:.3f}x)")
+    for ph, name in (("same", "unchanged re-backup"), ("inc", "1% changed")):
+        x = w("vmb", ph)
+        if x:
+            goal(f"{name} < 5% of the full backup's time", x / vf < 0.05,
+                 f"{100 * x / vf:.1f}% ({x:.2f} s of {vf:.2f} s)")
+    r = w("vmb", "restore")
+    if r:
+        goal("restore at least as fast as the full backup", r <= vf,
+             f"{r:.2f} s vs {vf:.2f} s")
+        if "vmb" in restored:
+            a, ap = restored["vmb"]
+            goal("restore output sparse", a <= alloc * 1.05,
+                 f"{a / MiB:.0f} MiB allocated of {ap / MiB:.0f} MiB "
+                 f"(source: {alloc / MiB:.0f} MiB allocated before the change)")
+m1, m4 = best("vmb", "mem-backup-1024"), best("vmb", "mem-backup-4096")
+if m1 and m4:
+    goal("backup peak memory independent of disk size",
+         m4[2] <= m1[2] * 1.1 + 4096,
+         f"{m1[2] / 1024:.0f} MiB (1 GiB) vs {m4[2] / 1024:.0f} MiB (4 GiB)")
+r1, r4 = best("vmb", "mem-restore-1024"), best("vmb", "mem-restore-4096")
+if r1 and r4:
+    goal("restore peak memory independent of disk size",
+         r4[2] <= r1[2] * 1.1 + 4096,
+         f"{r1[2] / 1024:.0f} MiB (1 GiB) vs {r4[2] / 1024:.0f} MiB (4 GiB)")
+if goals:
+    p("## Goals (ratios from this run)\n")
+    p("| goal | result | figure |")
+    p("| --- | --- | --- |")
+    for g in goals:
+        p(f"| {g[0]} | {g[1]} | {g[2]} |")
+    p("")
+if m1 and m4:
+    p("## vmb memory against disk size\n")
+    p("| image | backup wall s | backup peak RSS MiB | restore wall s | restore peak RSS MiB |")
+    p("| --- | ---: | ---: | ---: | ---: |")
+    for sz, b, r in (("1 GiB", m1, r1), ("4 GiB", m4, r4)):
+        p(f"| {sz} | {b[0]:.2f} | {b[2] / 1024:.0f} | "
+          f"{r[0]:.2f} | {r[2] / 1024:.0f} |" if r else
+          f"| {sz} | {b[0]:.2f} | {b[2] / 1024:.0f} | - | - |")
+    p("")
+print("\n".join(out))

@@ -74,10 +74,15 @@ VMB_EXTERN(int) vmb_disk_layers(const vmb_disk *d);
  * A layer's identity at open time: device, inode, size and modification
  * time, which survive a rename.  Two equal identities mean the file was
  * not written in between.  Layer 0 is the top.  VMB_ENOTSUP for disks
- * from vmb_disk_new().
+ * from vmb_disk_new() and for layers that are not regular files (block
+ * devices keep their times when written).
  */
 VMB_EXTERN(int) vmb_disk_layer_identity(const vmb_disk *d, int layer,
 					char out[96]);
+/** A layer's modification and status-change times (ns since the epoch),
+ *  as they were when the disk was opened; regular files only. */
+VMB_EXTERN(int) vmb_disk_layer_times(const vmb_disk *d, int layer,
+				     int64_t *mtime_ns, int64_t *ctime_ns);
 /** @return a layer's file name, or NULL. */
 VMB_EXTERN(const char *) vmb_disk_layer_path(const vmb_disk *d, int layer);
 /** @return a layer's format name, or NULL. */

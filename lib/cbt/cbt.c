@@ -86,6 +86,18 @@ static int mark_cb(const vmb_extent *e, void *payload)
 	return 0;
 }
 
+char *vmb_cbt_top_stamp(vmb_disk *d, int64_t now_ns)
+{
+	int64_t m, c;
+	if (vmb_disk_layer_times(d, 0, &m, &c) != 0) {
+		vmb_error_clear();
+		return NULL;
+	}
+	if (m > now_ns - 2000000000LL || c > now_ns - 2000000000LL)
+		return NULL;
+	return vmb_asprintf("%lld", (long long)c);
+}
+
 /*
  * Overlays: if the chain's layers k.. are exactly the layers the parent
  * read (same device, inode, size and mtime: nothing wrote to them since),
@@ -102,6 +114,17 @@ static int plan_overlay(vmb_disk *d, uint32_t cs, const vmb_cbt_parent *p,
 	rc = vmb_cbt_layers(d, &cur, &n);
 	if (rc || !cur)
 		return rc;
+	/* k = 0: the whole chain is what the parent read, top included,
+	 * and the top's ctime (which nothing can set back) is the same */
+	if (p->top_stamp && n == p->nlayers) {
+		int64_t m, c;
+		int same = vmb_disk_layer_times(d, 0, &m, &c) == 0;
+		for (size_t j = 0; j < n && same; j++)
+			same = strcmp(cur[j], p->layers[j]) == 0;
+		if (same && strtoll(p->top_stamp, NULL, 10) == c)
+			k = 0;
+		vmb_error_clear();
+	}
 	for (size_t s = 1; s < n && k < 0; s++) {
 		if (n - s != p->nlayers)
 			continue;

@@ -29,7 +29,18 @@ typedef struct vmb_cbt_parent {
 	size_t nlayers;
 	const char *state; /* source-specific state (JSON text) or NULL */
 	uint64_t size;     /* virtual size */
+	const char *top_stamp; /* see vmb_cbt_top_stamp(), or NULL */
 } vmb_cbt_parent;
+
+/*
+ * The top layer's ctime as a string, to record in the manifest, or NULL
+ * when it cannot be trusted: not a regular file, or modified less than
+ * two seconds before @now_ns (timestamps have coarse granularity, so a
+ * write right after the backup read it could keep the same time; as git's
+ * "racily clean" files).  Two equal stamps, with equal layer identities,
+ * mean the file was not written or touched in between: nothing changed.
+ */
+char *vmb_cbt_top_stamp(vmb_disk *d, int64_t now_ns);
 
 /*
  * Build a plan; with no usable source the plan has changed == NULL.

@@ -353,10 +353,29 @@ VMB_EXTERN(int) vmb_disk_layer_identity(const vmb_disk *d, int i,
 	if (d->ops || i < 0 || i >= d->nlayers)
 		return vmb_error_set(VMB_ENOTSUP, "no layer identity");
 	st = &d->layers[i].st;
+	/* a block device's times do not change when it is written */
+	if (!S_ISREG(st->st_mode))
+		return vmb_error_set(VMB_ENOTSUP, "no identity for %s: not a "
+				     "regular file", d->layers[i].path);
 	snprintf(out, 96, "%llx:%llx:%llu:%lld.%09ld",
 		 (unsigned long long)st->st_dev, (unsigned long long)st->st_ino,
 		 (unsigned long long)st->st_size, (long long)st->st_mtim.tv_sec,
 		 st->st_mtim.tv_nsec);
+	return 0;
+}
+
+VMB_EXTERN(int) vmb_disk_layer_times(const vmb_disk *d, int i,
+				      int64_t *mtime_ns, int64_t *ctime_ns)
+{
+	const struct stat *st;
+	if (d->ops || i < 0 || i >= d->nlayers ||
+	    !S_ISREG(d->layers[i].st.st_mode))
+		return vmb_error_set(VMB_ENOTSUP, "no file times");
+	st = &d->layers[i].st;
+	*mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 +
+		    st->st_mtim.tv_nsec;
+	*ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000 +
+		    st->st_ctim.tv_nsec;
 	return 0;
 }
 

@@ -616,6 +616,13 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 							    src[i].path : "disk");
 		m->source = vmb_strdup(src[i].path ? src[i].path : "");
 		m->format = vmb_strdup(vmb_disk_format_name(disks[i]));
+		{
+			/* taken right after the open that stat'ed the file */
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			m->top_stamp = vmb_cbt_top_stamp(disks[i],
+				(int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec);
+		}
 		m->size = vmb_disk_size(disks[i]);
 		m->chunk_size = r->chunk_size;
 		if (!m->name || !m->source || !m->format) {
@@ -804,12 +811,13 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 			int use_parent = have_parent &&
 					 pix.disk_size == m->size &&
 					 pix.chunk_size == r->chunk_size;
-			vmb_cbt_parent cp = { NULL, 0, NULL, 0 };
+			vmb_cbt_parent cp = { NULL, 0, NULL, 0, NULL };
 			if (use_parent) {
 				cp.layers = pm_used->layers;
 				cp.nlayers = pm_used->nlayers;
 				cp.state = pm_used->cbt_state;
 				cp.size = pm_used->size;
+				cp.top_stamp = pm_used->top_stamp;
 			}
 			rc = vmb_cbt_plan_make(disks[i], r->chunk_size,
 					       use_parent ? &cp : NULL, &plan);

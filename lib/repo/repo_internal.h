@@ -51,6 +51,7 @@ typedef struct vmb_mdisk {
 	char **layers;     /* layer identities when backed up, top first */
 	size_t nlayers;
 	char *cbt_state;   /* change-tracking state for the next backup */
+	char *top_stamp;   /* top layer's ctime, if trustworthy */
 } vmb_mdisk;
 
 struct vmb_snapshot {

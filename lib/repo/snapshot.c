@@ -61,6 +61,10 @@ char *vmb_repo__manifest_json(const vmb_snapshot *s, const char *stats)
 			vmb_buf_puts(&b, ",\"cbt_state\":");
 			vmb_buf_json_str(&b, d->cbt_state);
 		}
+		if (d->top_stamp) {
+			vmb_buf_puts(&b, ",\"top_stamp\":");
+			vmb_buf_json_str(&b, d->top_stamp);
+		}
 		vmb_buf_puts(&b, "}");
 	}
 	vmb_buf_puts(&b, "],\"config\":");
@@ -95,6 +99,7 @@ VMB_EXTERN(void) vmb_snapshot_free(vmb_snapshot *s)
 		free(s->disks[i].format);
 		free(s->disks[i].cbt);
 		free(s->disks[i].cbt_state);
+		free(s->disks[i].top_stamp);
 		for (size_t k = 0; k < s->disks[i].nlayers; k++)
 			free(s->disks[i].layers[k]);
 		free(s->disks[i].layers);
@@ -204,6 +209,9 @@ static int parse_manifest(const char *id, char *text, size_t len,
 		str = vmb_json_str(d, "cbt_state");
 		if (str)
 			m->cbt_state = vmb_strdup(str);
+		str = vmb_json_str(d, "top_stamp");
+		if (str)
+			m->top_stamp = vmb_strdup(str);
 		{
 			const vmb_json *la = vmb_json_arr(d, "layers");
 			if (la && la->n && la->n <= 64) {

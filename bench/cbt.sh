@@ -65,32 +65,40 @@ vmb_run() { # label image change-fn
 	"$V" init "$repo" >/dev/null
 	"$V" backup "$repo" "$img" --vm b --json >"$W/$label-full.json"
 	row "$label" "full" "$(field "$W/$label-full.json" seconds)" "$(mib "$(field "$W/$label-full.json" bytes_read)")" "$(mib "$(field "$W/$label-full.json" bytes_new)")" "$(field "$W/$label-full.json" cbt)"
-	[ "$label" = overlay ] && "$V" snapshot create "$img" base >/dev/null
+	if [ "$label" = overlay ]; then "$V" snapshot create "$img" base >/dev/null; fi
 	for c in 0.1 1 10; do
 		$fn "$img" "$c"
 		"$V" backup "$repo" "$img" --vm b --json 2>/dev/null >"$W/$label-$c.json"
 		row "$label" "$c%" "$(field "$W/$label-$c.json" seconds)" "$(mib "$(field "$W/$label-$c.json" bytes_read)")" "$(mib "$(field "$W/$label-$c.json" bytes_new)")" "$(field "$W/$label-$c.json" cbt)"
 		# the overlay source needs a frozen layer under each change
-		[ "$label" = overlay ] && "$V" snapshot create "$img" "s$c" >/dev/null
+		if [ "$label" = overlay ]; then "$V" snapshot create "$img" "s$c" >/dev/null; fi
 	done
 }
+only=${VMB_BENCH_ONLY:-fingerprint qcow2-bitmap overlay peers}
+if [[ " $only " == *" fingerprint "* ]]; then
 cp --sparse=always "$W/base.raw" "$W/fp.raw"
 vmb_run fingerprint "$W/fp.raw" change_raw
+fi
+if [[ " $only " == *" qcow2-bitmap "* ]]; then
 qemu-img convert -O qcow2 "$W/base.raw" "$W/bm.qcow2"
 vmb_run qcow2-bitmap "$W/bm.qcow2" change_qemu
+fi
+if [[ " $only " == *" overlay "* ]]; then
 qemu-img convert -O qcow2 "$W/base.raw" "$W/ov.qcow2"
 vmb_run overlay "$W/ov.qcow2" change_qemu
+fi
+[[ " $only " == *" peers "* ]] || exit 0
 # peers on the raw image
 cp --sparse=always "$W/base.raw" "$W/peer.raw"
-borg init -q -e repokey-blake2 "$W/borg"
+borg init -e repokey-blake2 "$W/borg" >/dev/null 2>&1
 restic init -q -r "$W/restic" >/dev/null
-t0=$(now); borg create -q --chunker-params fixed,4194304 --compression zstd,1 "$W/borg::full" "$W/peer.raw"; t1=$(now)
+t0=$(now); borg create --chunker-params fixed,4194304 --compression zstd,1 "$W/borg::full" "$W/peer.raw"; t1=$(now)
 row borg full "$(secs $t0 $t1)" - - -
 t0=$(now); restic -q -r "$W/restic" backup "$W/peer.raw" >/dev/null; t1=$(now)
 row restic full "$(secs $t0 $t1)" - - -
 for c in 0.1 1 10; do
 	change_raw "$W/peer.raw" "$c"
-	t0=$(now); borg create -q --chunker-params fixed,4194304 --compression zstd,1 "$W/borg::inc$c" "$W/peer.raw"; t1=$(now)
+	t0=$(now); borg create --chunker-params fixed,4194304 --compression zstd,1 "$W/borg::inc$c" "$W/peer.raw"; t1=$(now)
 	row borg "$c%" "$(secs $t0 $t1)" - - -
 	t0=$(now); restic -q -r "$W/restic" backup "$W/peer.raw" >/dev/null; t1=$(now)
 	row restic "$c%" "$(secs $t0 $t1)" - - -

@@ -739,6 +739,23 @@ VMB_EXTERN(int) vmb_disk_writer_write(vmb_disk_writer *w, uint64_t offset,
 	return w->fmt->write(w->state, offset, buf, length);
 }
 
+int vmb_disk__writer_unordered(const vmb_disk_writer *w)
+{
+	/* raw writes are plain pwrites: any order, any thread */
+	return w->fmt == &vmb_disk__raw_format;
+}
+
+int vmb_disk__writer_write_at(vmb_disk_writer *w, uint64_t offset,
+			      const void *buf, size_t length)
+{
+	if (!vmb_disk__writer_unordered(w) || w->finished ||
+	    !vmb_range_ok(offset, length, w->size))
+		return vmb_error_set(VMB_EINVAL, "disk writer: unordered write "
+				     "at %llu not allowed",
+				     (unsigned long long)offset);
+	return length ? w->fmt->write(w->state, offset, buf, length) : 0;
+}
+
 VMB_EXTERN(int) vmb_disk_writer_finish(vmb_disk_writer *w)
 {
 	int r;

@@ -17,6 +17,12 @@ extern const vmb_disk_format vmb_disk__vdi_format;
 /* Look up a built-in format by name ("qcow2"); NULL if unknown. */
 const vmb_disk_format *vmb_disk__format_by_name(const char *name);
 
+/* Does this writer accept writes in any order, from several threads at
+ * once (raw)?  Then vmb_disk__writer_write_at() may be used. */
+int vmb_disk__writer_unordered(const vmb_disk_writer *w);
+int vmb_disk__writer_write_at(vmb_disk_writer *w, uint64_t offset,
+			      const void *buf, size_t length);
+
 /* Free the strings inside a vmb_layer_info. */
 void vmb_disk__layer_info_free(vmb_layer_info *info);
 

@@ -14,6 +14,7 @@
 #include "vmbackup/sys/disk_format.h"
 #include "common/pool.h"
 #include "common/util.h"
+#include "disk/format.h"
 #include "repo_internal.h"
 
 struct slot {
@@ -25,6 +26,14 @@ struct slot {
 	char msg[1024];
 };
 
+/* Unordered writers (raw): each worker fetches, decodes and writes. */
+struct direct {
+	pthread_mutex_t lock;
+	uint64_t written;
+	int err;
+	char msg[1024];
+};
+
 struct rctx {
 	vmb_repo *r;
 	vmb_index *ix;
@@ -32,12 +41,16 @@ struct rctx {
 	ZSTD_DCtx **dctx;
 	pthread_mutex_t lock;
 	pthread_cond_t cv;
+	struct direct d;
 };
 
 struct rjob {
 	struct rctx *c;
 	struct slot *s;
+	uint64_t idx;            /* unordered mode */
+	vmb_disk_writer *w;      /* unordered mode */
 };
+
 
 static void fetch_job(void *arg, int worker)
 {
@@ -62,6 +75,38 @@ static void fetch_job(void *arg, int worker)
 	s->state = rc ? 2 : 1;
 	pthread_cond_broadcast(&c->cv);
 	pthread_mutex_unlock(&c->lock);
+	free(j);
+}
+
+static void direct_job(void *arg, int worker)
+{
+	struct rjob *j = arg;
+	struct rctx *c = j->c;
+	struct slot *s = &c->slots[worker]; /* the worker's own buffer */
+	size_t got = 0;
+	uint32_t want = vmb_index_chunk_len(c->ix, j->idx);
+	int rc = 0;
+	if (c->d.err)
+		goto out;
+	rc = vmb_repo__get_chunk(c->r, c->ix->e[j->idx].id, c->dctx[worker],
+				 s->buf, c->ix->chunk_size, &got);
+	if (!rc && got != want)
+		rc = vmb_error_set(VMB_ECORRUPT, "chunk for offset %llu has "
+				   "%zu bytes, expected %u",
+				   (unsigned long long)j->idx * c->ix->chunk_size,
+				   got, want);
+	if (!rc)
+		rc = vmb_disk__writer_write_at(j->w, j->idx * c->ix->chunk_size,
+					       s->buf, got);
+	pthread_mutex_lock(&c->d.lock);
+	if (rc && !c->d.err) {
+		c->d.err = rc;
+		snprintf(c->d.msg, sizeof c->d.msg, "%s", vmb_error_message());
+	} else if (!rc) {
+		c->d.written += got;
+	}
+	pthread_mutex_unlock(&c->d.lock);
+out:
 	free(j);
 }
 
@@ -90,6 +135,7 @@ static int restore_disk(vmb_repo *r, const vmb_mdisk *m, const char *path,
 	c.r = r;
 	c.ix = &ix;
 	pthread_mutex_init(&c.lock, NULL);
+	pthread_mutex_init(&c.d.lock, NULL);
 	pthread_cond_init(&c.cv, NULL);
 	order = vmb_malloc((ix.count ? ix.count : 1) * sizeof *order);
 	c.slots = vmb_calloc((size_t)window, sizeof *c.slots);
@@ -117,6 +163,40 @@ static int restore_disk(vmb_repo *r, const vmb_mdisk *m, const char *path,
 	rc = vmb_pool_new(nthreads, window, &pool);
 	if (rc)
 		goto out;
+	if (vmb_disk__writer_unordered(w)) {
+		/* raw: no single writer in the way; workers write directly */
+		for (uint64_t k = 0; k < ndata && !c.d.err; k++) {
+			struct rjob *j = vmb_malloc(sizeof *j);
+			if (!j) {
+				rc = VMB_ENOMEM;
+				goto out;
+			}
+			j->c = &c;
+			j->idx = order[k];
+			j->w = w;
+			vmb_pool_submit(pool, direct_job, j);
+			p->bytes_done = (order[k] + 1) * ix.chunk_size;
+			pthread_mutex_lock(&c.d.lock);
+			p->bytes_written = *written + c.d.written;
+			pthread_mutex_unlock(&c.d.lock);
+			if (o->progress && vmb_now() - last > 0.2) {
+				last = vmb_now();
+				if (o->progress(p, o->progress_payload)) {
+					rc = vmb_error_set(VMB_ECANCELED,
+							   "restore cancelled");
+					goto out;
+				}
+			}
+		}
+		vmb_pool_wait(pool);
+		*written += c.d.written;
+		if (c.d.err) {
+			rc = vmb_error_set(c.d.err, "%s", c.d.msg);
+			goto out;
+		}
+		rc = vmb_disk_writer_finish(w);
+		goto out;
+	}
 	for (uint64_t k = 0; k < ndata; k++) {
 		/* keep the window full */
 		while (next_sub < ndata && next_sub < k + (uint64_t)window) {
@@ -177,6 +257,7 @@ out:
 	free(order);
 	vmb_index_free(&ix);
 	pthread_mutex_destroy(&c.lock);
+	pthread_mutex_destroy(&c.d.lock);
 	pthread_cond_destroy(&c.cv);
 	return rc;
 }

@@ -5,7 +5,9 @@
  *
  * create NAME freezes the image's current content in a read-only layer
  * file IMAGE.NAME and turns IMAGE (the path the VM uses) into an empty
- * qcow2 overlay whose backing file is IMAGE.NAME (relative name).  The
+ * overlay over IMAGE.NAME: a qcow2 overlay (relative backing name) for
+ * qcow2 and raw images, a VMDK delta (parentFileNameHint, parentCID) for
+ * VMDK, a VDI differencing image (parent uuid) for VDI.  The
  * names and creation times are kept in IMAGE.vmbsnap.json (written
  * atomically); a layer named IMAGE.X without an entry there (after a
  * crash) is listed as snapshot X with its file's time.
@@ -36,9 +38,10 @@ typedef struct vmb_image_snapshot {
  * Freeze IMAGE's current state as snapshot @p name ([A-Za-z0-9_.-],
  * 1..64 characters, not starting with '.' or "vmb").
  * @param format  the overlay's format: NULL for the default (qcow2 for
- *                qcow2 and raw images) or "qcow2".  Native differencing
- *                .vdi/.vmdk overlays are not written yet: for those
- *                images pass "qcow2" (VMB_ENOTSUP otherwise).
+ *                qcow2 and raw images, the native differencing/delta
+ *                image for vdi and vmdk), "qcow2", or the image's own
+ *                format "vdi"/"vmdk".  Multi-file VMDKs (flat, split)
+ *                need "qcow2" (VMB_ENOTSUP otherwise).
  */
 VMB_EXTERN(int) vmb_image_snapshot_create(const char *image,
 					  const char *name,

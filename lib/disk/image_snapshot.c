@@ -2,12 +2,24 @@
  * External image snapshots (include/vmbackup/snapshot_image.h).
  *
  * Layout, for IMAGE = dir/base:
- *   dir/base              the image the VM uses (top layer, qcow2 overlay)
+ *   dir/base              the image the VM uses (top layer: a qcow2
+ *                         overlay, or for .vdi/.vmdk images a native VDI
+ *                         differencing image / VMDK delta)
  *   dir/base.NAME         the frozen state at snapshot NAME (read-only)
  *   dir/base.vmbsnap.json {"version":1,"snapshots":[{"name","file",
  *                          "created"}...]}, oldest first, written
  *                          atomically (tmp, fsync, rename, fsync dir)
  *   dir/base.vmbtmp       a new layer being written (removed on retry)
+ *   dir/.X.vmbtmp         a merged VDI layer X being written (hidden:
+ *                         it has X's uuid, and children find their VDI
+ *                         parent by uuid in dir, skipping dot files)
+ *
+ * Native layers: a VMDK delta is a monolithicSparse file whose embedded
+ * descriptor has parentFileNameHint="base.NAME" and parentCID = the
+ * parent's CID (QEMU refuses to read through a mismatch, so a merged
+ * layer keeps the CID of the layer it replaces).  A VDI differencing
+ * image (type 4) names its parent by uuid; a merged layer keeps the uuid
+ * of the layer it replaces.
  *
  * Crash-safety of each operation is described at the function; the
  * crash points (VMB_TEST_CRASH_AT) name the steps.
@@ -24,7 +36,10 @@
 #include "vmbackup/snapshot_image.h"
 #include "common/json.h"
 #include "common/util.h"
+#include "format.h"
 #include "qcow2.h"
+#include "vdi.h"
+#include "vmdk.h"
 
 #define MAX_SNAPS 256
 
@@ -279,8 +294,19 @@ static void drop_entry(struct ctx *c, size_t i)
 
 /* Forget entries whose layer left the chain (after a crash) and remove
  * their files, which are ours (dir/base.NAME). */
+static char *hidden_tmp(const char *path);
+
 static void drop_stale(struct ctx *c)
 {
+	/* merged VDI layers a crash left (dir/.X.vmbtmp) */
+	for (size_t i = 0; i <= c->n; i++) {
+		char *p = join(c->dir, i < c->n ? c->e[i].file : c->base);
+		char *h = p ? hidden_tmp(p) : NULL;
+		if (h)
+			unlink(h);
+		free(h);
+		free(p);
+	}
 	for (size_t i = 0; i < c->n;) {
 		if (layer_of(c, c->e[i].file) >= 1) {
 			i++;
@@ -307,6 +333,237 @@ static int write_overlay_tmp(struct ctx *c, const char *tmp,
 					   mode);
 }
 
+/* ---- native (VDI, VMDK) layers ---- */
+
+struct nat {
+	int vdi;             /* else vmdk */
+	uint64_t unit;       /* grain / block bytes of the new layer */
+	int has_id;          /* keep this identity (a merge) */
+	uint32_t cid;
+	uint8_t uuid[16];
+	int has_parent;      /* else a full (base) image */
+	char *phint;         /* vmdk: parentFileNameHint */
+	uint32_t pcid;
+	uint8_t puuid[16], pmod[16];
+};
+
+static int is_native(const char *fmt)
+{
+	return fmt && (!strcmp(fmt, "vdi") || !strcmp(fmt, "vmdk"));
+}
+
+static int nat_unit(struct nat *n, uint64_t unit, const char *path)
+{
+	if (n->vdi) {
+		/* VirtualBox wants a differencing image's blocks to be its
+		 * parent's; the writer takes 64 KiB .. 64 MiB */
+		if (!vmb_is_pow2(unit) || unit < 65536 || unit > (64u << 20))
+			return vmb_error_set(VMB_ENOTSUP, "%s: VDI block size "
+					     "%llu is not supported for "
+					     "snapshot layers (use --format "
+					     "qcow2)", path,
+					     (unsigned long long)unit);
+	} else if (!vmb_is_pow2(unit) || unit < 4096 || unit > (1u << 20)) {
+		unit = 65536;
+	}
+	n->unit = unit;
+	return 0;
+}
+
+/* An empty layer over the file @p path (named @p hint beside it). */
+static int nat_over(struct nat *n, const char *fmt, const char *path,
+		    const char *hint)
+{
+	int r;
+	memset(n, 0, sizeof *n);
+	n->vdi = !strcmp(fmt, "vdi");
+	n->has_parent = 1;
+	if (n->vdi) {
+		vmb_vdi_ids id;
+		if ((r = vmb_disk__vdi_ids(path, &id)))
+			return r;
+		memcpy(n->puuid, id.uuid, 16);
+		memcpy(n->pmod, id.modify, 16);
+		return nat_unit(n, id.block_size, path);
+	}
+	vmb_vmdk_info vi;
+	if ((r = vmb_disk__vmdk_info(path, &vi)))
+		return r;
+	n->pcid = vi.has_cid ? vi.cid : 0xffffffffu;
+	r = nat_unit(n, vi.grain, path);
+	vmb_disk__vmdk_info_free(&vi);
+	if (!r && !(n->phint = vmb_strdup(hint)))
+		r = VMB_ENOMEM;
+	return r;
+}
+
+/*
+ * The merge of layer @p apath (A) with the one below it, @p lpath (L):
+ * A's identity, L's parent reference (none if L is a base).
+ */
+static int nat_merge(struct nat *n, const char *fmt, const char *apath,
+		     const char *lpath, int l_has_parent)
+{
+	int r;
+	memset(n, 0, sizeof *n);
+	n->vdi = !strcmp(fmt, "vdi");
+	n->has_parent = l_has_parent;
+	if (n->vdi) {
+		vmb_vdi_ids a, l;
+		if ((r = vmb_disk__vdi_ids(apath, &a)))
+			return r;
+		n->has_id = 1;
+		memcpy(n->uuid, a.uuid, 16);
+		if (l_has_parent) {
+			if ((r = vmb_disk__vdi_ids(lpath, &l)))
+				return r;
+			if (l.type != 4)
+				return vmb_error_set(VMB_ECORRUPT, "%s: not a "
+						     "differencing image",
+						     lpath);
+			memcpy(n->puuid, l.parent, 16);
+			memcpy(n->pmod, l.parent_modify, 16);
+		}
+		return nat_unit(n, a.block_size, apath);
+	}
+	vmb_vmdk_info a, l;
+	if ((r = vmb_disk__vmdk_info(apath, &a)))
+		return r;
+	n->has_id = a.has_cid;
+	n->cid = a.cid;
+	r = nat_unit(n, a.grain, apath);
+	vmb_disk__vmdk_info_free(&a);
+	if (r || !l_has_parent)
+		return r;
+	if ((r = vmb_disk__vmdk_info(lpath, &l)))
+		return r;
+	if (!l.parent_hint)
+		r = vmb_error_set(VMB_ECORRUPT, "%s: not a delta image",
+				  lpath);
+	n->phint = l.parent_hint;
+	l.parent_hint = NULL;
+	n->pcid = l.has_parent_cid ? l.parent_cid : 0xffffffffu;
+	vmb_disk__vmdk_info_free(&l);
+	return r;
+}
+
+enum { U_DATA = 1, U_ZERO = 2, U_OTHER = 4 };
+
+struct umap {
+	uint8_t *st;
+	uint64_t n, unit;
+	int keep;
+};
+
+static int umap_cb(const vmb_extent *e, void *payload)
+{
+	struct umap *m = payload;
+	uint8_t bit = U_OTHER;
+	if (e->layer >= 0 && e->layer < m->keep)
+		bit = e->kind == VMB_EXTENT_DATA ? U_DATA :
+		      e->kind == VMB_EXTENT_ZERO ? U_ZERO : U_OTHER;
+	for (uint64_t u = e->offset / m->unit;
+	     u <= (e->offset + e->length - 1) / m->unit && u < m->n; u++)
+		m->st[u] |= bit;
+	return 0;
+}
+
+/*
+ * Write a native layer at @p path (removed first: a leftover) of @p size
+ * guest bytes, to be renamed to @p final.  With @p src, every grain/block
+ * that layers [0, @p keep) of @p src own (data or zeros) is stored, read
+ * through @p src (so the layer shows exactly what @p src shows there);
+ * zero ones as zero grains/blocks when the layer has a parent, else left
+ * out.  The rest stays unallocated.  fsync'd; crash point "layer-data-written" before
+ * the metadata.
+ */
+static int write_native(const char *path, const char *final, uint64_t size,
+			const struct nat *n, vmb_disk *src, int keep,
+			unsigned mode)
+{
+	const vmb_disk_format *F = n->vdi ? &vmb_disk__vdi_format :
+				   &vmb_disk__vmdk_format;
+	struct umap m = { NULL, 0, n->unit, keep };
+	uint8_t *buf = NULL;
+	void *w = NULL;
+	int r;
+
+	unlink(path); /* left by an earlier crash */
+	if (n->vdi)
+		r = vmb_disk__vdi_create_layer(path, size, (uint32_t)n->unit,
+					       n->has_id ? n->uuid : NULL,
+					       n->has_parent ? n->puuid : NULL,
+					       n->pmod, &w);
+	else
+		r = vmb_disk__vmdk_create_layer(path, strrchr(final, '/') ?
+						strrchr(final, '/') + 1 : final,
+						size, n->unit,
+						n->has_id ? &n->cid : NULL,
+						n->has_parent ? n->phint : NULL,
+						n->pcid, &w);
+	if (r)
+		return r;
+	if (src && keep > 0) {
+		m.n = (size + n->unit - 1) / n->unit;
+		m.st = vmb_calloc(m.n ? (size_t)m.n : 1, 1);
+		buf = vmb_malloc((size_t)n->unit);
+		if (!m.st || !buf) {
+			r = VMB_ENOMEM;
+			goto fail;
+		}
+		if ((r = vmb_disk_map(src, 0, size, umap_cb, &m)))
+			goto fail;
+		for (uint64_t u = 0; u < m.n; u++) {
+			uint64_t g = u * n->unit;
+			size_t len = (size_t)VMB_MIN(n->unit, size - g);
+			int zero;
+			if (!(m.st[u] & (U_DATA | U_ZERO)))
+				continue; /* not ours: the parent's */
+			if (m.st[u] == U_ZERO) {
+				zero = 1;
+			} else {
+				if ((r = vmb_disk_read(src, buf, g, len)))
+					goto fail;
+				zero = vmb_is_zero(buf, len);
+			}
+			if (zero && !n->has_parent)
+				continue; /* unallocated reads as zeros */
+			if (zero)
+				r = n->vdi ? vmb_disk__vdi_zero(w, g, len) :
+					     vmb_disk__vmdk_zero(w, g, len);
+			else
+				r = F->write(w, g, buf, len);
+			if (r)
+				goto fail;
+		}
+	}
+	vmb_disk__crash_point("layer-data-written");
+	r = F->finish(w); /* frees w; removes the file if it fails */
+	w = NULL;
+	if (!r && mode && chmod(path, mode) != 0)
+		r = vmb_error_set(VMB_EIO, "cannot chmod %s: %s", path,
+				  strerror(errno));
+	if (r)
+		unlink(path);
+	free(m.st);
+	free(buf);
+	return r;
+fail:
+	F->abort(w);
+	free(m.st);
+	free(buf);
+	return r;
+}
+
+/* dir/.B.vmbtmp for dir/B */
+static char *hidden_tmp(const char *path)
+{
+	const char *s = strrchr(path, '/');
+	if (!s)
+		return vmb_asprintf(".%s.vmbtmp", path);
+	return vmb_asprintf("%.*s/.%s.vmbtmp", (int)(s - path), path, s + 1);
+}
+
 /*
  * create: (1) write the empty overlay at IMAGE.vmbtmp (backing
  * "base.NAME"), fsync; (2) hard-link IMAGE to IMAGE.NAME, fsync the
@@ -322,27 +579,45 @@ VMB_EXTERN(int) vmb_image_snapshot_create(const char *image,
 	struct ctx c;
 	char *frozen = NULL, *fbase = NULL, *tmp = NULL;
 	const char *fmt;
+	struct nat n;
 	struct stat st;
-	int r;
+	int r, native = 0;
+
+	memset(&n, 0, sizeof n);
 
 	if (!valid_name(name))
 		return vmb_error_set(VMB_EINVAL, "bad snapshot name '%s': use "
 				     "1-64 of A-Z a-z 0-9 _ - . (not starting "
 				     "with '.' or 'vmb')", name);
-	if (format && strcmp(format, "qcow2") != 0)
+	if (format && strcmp(format, "qcow2") != 0 && !is_native(format))
 		return vmb_error_set(VMB_ENOTSUP, "snapshot overlays of format "
-				     "%s are not supported (use qcow2)",
+				     "%s are not supported (use qcow2, or vdi "
+				     "/ vmdk for images of that format)",
 				     format);
 	if ((r = ctx_open(&c, image, 1)))
 		goto out;
 	fmt = vmb_disk_format_name(c.d);
-	if (!format && strcmp(fmt, "qcow2") != 0 && strcmp(fmt, "raw") != 0) {
-		r = vmb_error_set(VMB_ENOTSUP, "%s is a %s image: native "
-				  "differencing %s images are not written yet; "
-				  "use --format qcow2 for a qcow2 overlay "
-				  "(then only QEMU can run the VM)", image, fmt,
-				  fmt);
+	native = is_native(fmt) && (!format || !strcmp(format, fmt));
+	if (format && strcmp(format, "qcow2") != 0 && !native) {
+		r = vmb_error_set(VMB_ENOTSUP, "%s is a %s image: a %s overlay "
+				  "needs a %s image (use --format qcow2)",
+				  image, fmt, format, format);
 		goto out;
+	}
+	if (native && !strcmp(fmt, "vmdk")) {
+		vmb_vmdk_info vi;
+		if ((r = vmb_disk__vmdk_info(image, &vi)))
+			goto out;
+		if (!vi.single_file)
+			r = vmb_error_set(VMB_ENOTSUP, "%s is a multi-file VMDK "
+					  "(%s): renaming its descriptor would "
+					  "not freeze its extent files; use "
+					  "--format qcow2 for a qcow2 overlay",
+					  image, vi.create_type ?
+					  vi.create_type : "descriptor");
+		vmb_disk__vmdk_info_free(&vi);
+		if (r)
+			goto out;
 	}
 	drop_stale(&c);
 	if (find(&c, name) >= 0) {
@@ -384,8 +659,16 @@ VMB_EXTERN(int) vmb_image_snapshot_create(const char *image,
 		r = vmb_error_set(VMB_EIO, "cannot stat %s", image);
 		goto out;
 	}
-	r = write_overlay_tmp(&c, tmp, fbase, fmt, vmb_disk_size(c.d),
-			      st.st_mode & 07777);
+	if (native) {
+		/* IMAGE's file is the parent: IMAGE.NAME from (2) on */
+		r = nat_over(&n, fmt, image, fbase);
+		if (!r)
+			r = write_native(tmp, image, vmb_disk_size(c.d), &n,
+					 NULL, 0, st.st_mode & 07777);
+	} else {
+		r = write_overlay_tmp(&c, tmp, fbase, fmt, vmb_disk_size(c.d),
+				      st.st_mode & 07777);
+	}
 	if (r)
 		goto out;
 	vmb_disk__crash_point("snap-overlay-written");
@@ -424,6 +707,7 @@ VMB_EXTERN(int) vmb_image_snapshot_create(const char *image,
 	r = save_side(&c);
 	vmb_disk__crash_point("snap-sidecar");
 out:
+	free(n.phint);
 	free(frozen);
 	free(fbase);
 	free(tmp);
@@ -536,9 +820,12 @@ VMB_EXTERN(int) vmb_image_snapshot_revert(const char *image,
 	struct ctx c;
 	char *fbase = NULL, *tmp = NULL, *lpath = NULL;
 	vmb_disk *ld = NULL;
+	struct nat n;
 	struct stat st;
 	char *drop[64];
 	int r, k, ndrop = 0;
+
+	memset(&n, 0, sizeof n);
 
 	if ((r = ctx_open(&c, image, 1)))
 		goto out;
@@ -556,8 +843,18 @@ VMB_EXTERN(int) vmb_image_snapshot_revert(const char *image,
 			r = vmb_error_set(VMB_EIO, "cannot stat %s", image);
 		goto out;
 	}
-	r = write_overlay_tmp(&c, tmp, fbase, vmb_disk_format_name(ld),
-			      vmb_disk_size(ld), st.st_mode & 07777);
+	if (is_native(vmb_disk_format_name(c.d)) &&
+	    !strcmp(vmb_disk_format_name(c.d), vmb_disk_format_name(ld))) {
+		/* IMAGE is native: a fresh native layer of the same format */
+		r = nat_over(&n, vmb_disk_format_name(ld), lpath, fbase);
+		if (!r)
+			r = write_native(tmp, image, vmb_disk_size(ld), &n,
+					 NULL, 0, st.st_mode & 07777);
+	} else {
+		r = write_overlay_tmp(&c, tmp, fbase,
+				      vmb_disk_format_name(ld),
+				      vmb_disk_size(ld), st.st_mode & 07777);
+	}
 	if (r)
 		goto out;
 	vmb_disk__crash_point("revert-written");
@@ -596,6 +893,7 @@ VMB_EXTERN(int) vmb_image_snapshot_revert(const char *image,
 out:
 	for (int i = 0; i < ndrop; i++)
 		free(drop[i]);
+	free(n.phint);
 	vmb_disk_close(ld);
 	free(fbase);
 	free(tmp);
@@ -619,29 +917,48 @@ VMB_EXTERN(int) vmb_image_snapshot_delete(const char *image,
 	struct ctx c;
 	char *fbase = NULL, *tmp = NULL, *lpath = NULL, *bk = NULL,
 	     *bkfmt = NULL;
-	const char *apath;
+	const char *apath, *afmt;
 	vmb_disk *src = NULL;
+	struct nat n;
 	struct stat st;
-	int r, k;
+	int r, k, native;
 
+	memset(&n, 0, sizeof n);
 	if ((r = ctx_open(&c, image, 1)))
 		goto out;
 	if ((k = r = snap_layer(&c, name, &fbase)) < 0)
 		goto out;
 	r = 0;
 	apath = vmb_disk_layer_path(c.d, k - 1);
+	afmt = vmb_disk_layer_format(c.d, k - 1);
+	native = is_native(afmt);
 	lpath = join(c.dir, fbase);
-	tmp = vmb_asprintf("%s.vmbtmp", apath);
+	tmp = !apath ? NULL : native && !strcmp(afmt, "vdi") ?
+	      hidden_tmp(apath) : vmb_asprintf("%s.vmbtmp", apath);
 	if (!lpath || !tmp || !apath) {
 		r = VMB_ENOMEM;
 		goto out;
 	}
-	if (strcmp(vmb_disk_layer_format(c.d, k - 1), "qcow2") != 0) {
+	if (native) {
+		/* A and L merge into a native layer of A's format that keeps
+		 * A's identity (its children's parent reference) and takes
+		 * L's parent reference, or none when L is the base */
+		if (strcmp(vmb_disk_layer_format(c.d, k), afmt) != 0) {
+			r = vmb_error_set(VMB_ENOTSUP, "%s: snapshot '%s' is a "
+					  "%s layer under a %s layer", image,
+					  name, vmb_disk_layer_format(c.d, k),
+					  afmt);
+			goto out;
+		}
+		r = nat_merge(&n, afmt, apath, lpath,
+			      k + 1 < vmb_disk_layers(c.d));
+		if (r)
+			goto out;
+	} else if (strcmp(afmt, "qcow2") != 0) {
 		r = vmb_error_set(VMB_ENOTSUP, "%s: the layer above snapshot "
 				  "'%s' is not qcow2", image, name);
 		goto out;
-	}
-	if (k + 1 < vmb_disk_layers(c.d)) {
+	} else if (k + 1 < vmb_disk_layers(c.d)) {
 		/* L has a backing file: keep L's own reference to it */
 		if (strcmp(vmb_disk_layer_format(c.d, k), "qcow2") != 0) {
 			r = vmb_error_set(VMB_ENOTSUP, "%s: snapshot '%s' is "
@@ -660,8 +977,13 @@ VMB_EXTERN(int) vmb_image_snapshot_delete(const char *image,
 		goto out;
 	}
 	unlink(tmp);
-	r = vmb_disk__qcow2_write_layer(tmp, vmb_disk_size(src), bk, bkfmt,
-					src, 2, st.st_mode & 07777);
+	if (native)
+		r = write_native(tmp, apath, vmb_disk_size(src), &n, src, 2,
+				 st.st_mode & 07777);
+	else
+		r = vmb_disk__qcow2_write_layer(tmp, vmb_disk_size(src), bk,
+						bkfmt, src, 2,
+						st.st_mode & 07777);
 	if (r)
 		goto out;
 	vmb_disk__crash_point("delete-merged");
@@ -687,6 +1009,7 @@ VMB_EXTERN(int) vmb_image_snapshot_delete(const char *image,
 	if (!r && layer_of(&c, fbase) < 0)
 		unlink(lpath); /* ours, even without a sidecar entry */
 out:
+	free(n.phint);
 	vmb_disk_close(src);
 	free(fbase);
 	free(tmp);

@@ -23,6 +23,7 @@
 #include <sodium.h>
 #include "common/util.h"
 #include "format.h"
+#include "vdi.h"
 
 #define VDI_SIGNATURE 0xbeda107fu
 #define VDI_VERSION_1_1 0x00010001u
@@ -535,7 +536,12 @@ struct vdi_w {
 	uint8_t *buf;    /* the block being assembled */
 	int64_t cur;     /* its index, or -1 */
 	int cur_data;    /* it holds non-zero bytes */
+	/* vmb_disk__vdi_create_layer */
+	int has_uuid, diff;
+	uint8_t uuid[16], parent[16], parent_modify[16];
 };
+
+#define VDI_W_ZERO 0xffffffffu /* map: a zero block (vmb_disk__vdi_zero) */
 
 static int vdi_w_error(struct vdi_w *w, int e)
 {
@@ -741,7 +747,9 @@ static int vdi_finish(void *writer)
 		size_t n = (size_t)VMB_MIN((uint64_t)per, w->nblocks - i);
 		for (size_t k = 0; k < n; k++) {
 			uint32_t m = w->map[i + k];
-			vmb_put_le32(chunk + 4 * k, m ? m - 1 : VDI_BLOCK_FREE);
+			vmb_put_le32(chunk + 4 * k, m == VDI_W_ZERO ?
+				     VDI_BLOCK_ZERO : m ? m - 1 :
+				     VDI_BLOCK_FREE);
 		}
 		r = vmb_pwrite_full(w->fd, chunk, n * 4, 0x200 + i * 4);
 		if (r < 0) {
@@ -756,7 +764,7 @@ static int vdi_finish(void *writer)
 	vmb_put_le32(h + OFF_SIGNATURE, VDI_SIGNATURE);
 	vmb_put_le32(h + OFF_VERSION, VDI_VERSION_1_1);
 	vmb_put_le32(h + OFF_HDR_SIZE, VDI_HEADER1_SIZE);
-	vmb_put_le32(h + OFF_TYPE, VDI_TYPE_DYNAMIC);
+	vmb_put_le32(h + OFF_TYPE, w->diff ? VDI_TYPE_DIFF : VDI_TYPE_DYNAMIC);
 	vmb_put_le32(h + OFF_FLAGS, 0);
 	vmb_put_le32(h + OFF_BLOCKS, 0x200);
 	vmb_put_le32(h + OFF_DATA, (uint32_t)w->off_data);
@@ -766,8 +774,15 @@ static int vdi_finish(void *writer)
 	vmb_put_le32(h + OFF_BLOCK_EXTRA, 0);
 	vmb_put_le32(h + OFF_NBLOCKS, w->nblocks);
 	vmb_put_le32(h + OFF_NALLOC, w->nalloc);
-	vdi_new_uuid(h + OFF_UUID_CREATE);
+	if (w->has_uuid)
+		memcpy(h + OFF_UUID_CREATE, w->uuid, 16);
+	else
+		vdi_new_uuid(h + OFF_UUID_CREATE);
 	vdi_new_uuid(h + OFF_UUID_MODIFY);
+	if (w->diff) {
+		memcpy(h + OFF_UUID_LINK, w->parent, 16);
+		memcpy(h + OFF_UUID_PARENT_MODIFY, w->parent_modify, 16);
+	}
 	r = vmb_pwrite_full(w->fd, h, sizeof h, 0);
 	if (r < 0) {
 		r = vdi_w_error(w, -r);
@@ -797,6 +812,87 @@ fail:
 	free(chunk);
 	vdi_w_free(w, 1);
 	return r;
+}
+
+/* ---- native snapshot layers (vdi.h) ---- */
+
+int vmb_disk__vdi_ids(const char *path, vmb_vdi_ids *out)
+{
+	vmb_layer_open_options o = { 1, NULL };
+	vmb_layer_info info;
+	void *l = NULL;
+	struct vdi *v;
+	int64_t n;
+	int r;
+
+	memset(out, 0, sizeof *out);
+	memset(&info, 0, sizeof info);
+	if ((r = vdi_open(path, &o, &l, &info)))
+		return r;
+	v = l;
+	out->type = v->type;
+	out->block_size = v->block_size;
+	out->disk_size = v->disk_size;
+	memcpy(out->uuid, v->uuid, 16);
+	if (v->type == VDI_TYPE_DIFF)
+		memcpy(out->parent, v->uuid_link, 16);
+	n = vmb_pread_full(v->fd, out->modify, 16, OFF_UUID_MODIFY);
+	if (n == 16 && v->type == VDI_TYPE_DIFF)
+		n = vmb_pread_full(v->fd, out->parent_modify, 16,
+				   OFF_UUID_PARENT_MODIFY);
+	if (n != 16)
+		r = vmb_error_set(VMB_EIO, "cannot read %s", path);
+	vdi_close(l);
+	vmb_disk__layer_info_free(&info);
+	return r;
+}
+
+int vmb_disk__vdi_create_layer(const char *path, uint64_t size,
+			       uint32_t block_size, const uint8_t *uuid,
+			       const uint8_t *parent,
+			       const uint8_t *parent_modify, void **writer)
+{
+	vmb_layer_create_options o = VMB_DISK_WRITER_INIT;
+	struct vdi_w *w;
+	int r;
+
+	o.cluster_size = block_size;
+	if ((r = vdi_create(path, size, &o, writer)))
+		return r;
+	w = *writer;
+	if (uuid) {
+		w->has_uuid = 1;
+		memcpy(w->uuid, uuid, 16);
+	}
+	if (parent) {
+		w->diff = 1;
+		memcpy(w->parent, parent, 16);
+		if (parent_modify)
+			memcpy(w->parent_modify, parent_modify, 16);
+	}
+	return 0;
+}
+
+int vmb_disk__vdi_zero(void *writer, uint64_t offset, uint64_t length)
+{
+	struct vdi_w *w = writer;
+	int r;
+
+	if (!vmb_range_ok(offset, length, w->size) || offset % w->block_size ||
+	    (length % w->block_size && offset + length != w->size))
+		return vmb_error_set(VMB_EINVAL, "%s: zero range not in whole "
+				     "blocks", w->path);
+	if ((r = vdi_w_flush(w)))
+		return r;
+	for (uint64_t b = offset / w->block_size;
+	     b * w->block_size < offset + length; b++) {
+		if (w->map[b])
+			return vmb_error_set(VMB_EINVAL, "%s: VDI block %llu "
+					     "written twice", w->path,
+					     (unsigned long long)b);
+		w->map[b] = VDI_W_ZERO;
+	}
+	return 0;
 }
 
 const vmb_disk_format vmb_disk__vdi_format = {

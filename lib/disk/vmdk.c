@@ -22,6 +22,7 @@
 #include <zlib.h>
 #include "common/util.h"
 #include "format.h"
+#include "vmdk.h"
 
 #define SECTOR 512ULL
 #define VMDK_MAGIC 0x564D444Bu          /* "KDMV" little endian */
@@ -1467,6 +1468,10 @@ struct vmdk_w {
 	size_t zcap;
 	z_stream zs;
 	int zinit;
+	/* vmb_disk__vmdk_create_layer */
+	int has_cid, zeroed;
+	uint32_t cid, parent_cid;
+	char *parent_hint, *extent_name;
 };
 
 static int w_err(struct vmdk_w *w, int e)
@@ -1665,9 +1670,10 @@ static void fill_header(struct vmdk_w *w, uint8_t *h, uint64_t gd,
 {
 	memset(h, 0, 512);
 	vmb_put_le32(h, VMDK_MAGIC);
-	vmb_put_le32(h + 4, w->stream ? 3 : 1);
+	vmb_put_le32(h + 4, w->stream ? 3 : w->zeroed ? 2 : 1);
 	vmb_put_le32(h + 8, w->stream ? FLAG_NL_TEST | FLAG_COMPRESSED |
-			    FLAG_MARKERS : FLAG_NL_TEST | FLAG_RGD);
+			    FLAG_MARKERS : FLAG_NL_TEST | FLAG_RGD |
+			    (w->zeroed ? FLAG_ZERO_GRAIN : 0));
 	vmb_put_le64(h + 12, w->capacity);
 	vmb_put_le64(h + 20, w->grain_sec);
 	vmb_put_le64(h + 28, W_DESC_SEC);
@@ -1686,7 +1692,7 @@ static void fill_header(struct vmdk_w *w, uint8_t *h, uint64_t gd,
 
 static int write_descriptor(struct vmdk_w *w)
 {
-	char *text = NULL, *base;
+	char *text = NULL, *base, *parent = NULL;
 	const char *s = strrchr(w->path, '/');
 	uint8_t buf[W_DESC_CNT * 512];
 	uint32_t cid = 0;
@@ -1694,13 +1700,23 @@ static int write_descriptor(struct vmdk_w *w)
 	size_t n;
 	int r;
 
-	if (getrandom(&cid, sizeof cid, GRND_NONBLOCK) != (ssize_t)sizeof cid)
+	if (w->has_cid)
+		cid = w->cid;
+	else if (getrandom(&cid, sizeof cid, GRND_NONBLOCK) !=
+		 (ssize_t)sizeof cid)
 		cid = (uint32_t)time(NULL) ^ (uint32_t)getpid() << 16;
 	if (cid == 0xffffffffu)
 		cid = 1;
-	base = vmb_strdup(s ? s + 1 : w->path);
-	if (!base)
+	if (w->parent_hint &&
+	    !(parent = vmb_asprintf("parentFileNameHint=\"%s\"\n",
+				    w->parent_hint)))
 		return VMB_ENOMEM;
+	base = vmb_strdup(w->extent_name ? w->extent_name :
+			  s ? s + 1 : w->path);
+	if (!base) {
+		free(parent);
+		return VMB_ENOMEM;
+	}
 	for (char *c = base; *c; c++)
 		if ((unsigned char)*c < 0x20 || *c == '"' || *c == 0x7f)
 			*c = '_';
@@ -1709,8 +1725,9 @@ static int write_descriptor(struct vmdk_w *w)
 	text = vmb_asprintf("# Disk DescriptorFile\n"
 			    "version=1\n"
 			    "CID=%08x\n"
-			    "parentCID=ffffffff\n"
+			    "parentCID=%08x\n"
 			    "createType=\"%s\"\n"
+			    "%s"
 			    "\n"
 			    "# Extent description\n"
 			    "RW %llu SPARSE \"%.200s\"\n"
@@ -1723,11 +1740,13 @@ static int write_descriptor(struct vmdk_w *w)
 			    "ddb.geometry.heads = \"16\"\n"
 			    "ddb.geometry.sectors = \"63\"\n"
 			    "ddb.adapterType = \"ide\"\n",
-			    cid,
+			    cid, w->parent_hint ? w->parent_cid : 0xffffffffu,
 			    w->stream ? "streamOptimized" : "monolithicSparse",
+			    parent ? parent : "",
 			    (unsigned long long)w->capacity, base,
 			    (unsigned long long)cyl);
 	free(base);
+	free(parent);
 	if (!text)
 		return VMB_ENOMEM;
 	n = strlen(text);
@@ -1753,6 +1772,8 @@ static void vmdk_abort(void *writer)
 	free(w->pend);
 	free(w->zbuf);
 	free(w->path);
+	free(w->parent_hint);
+	free(w->extent_name);
 	free(w);
 }
 
@@ -1931,6 +1952,113 @@ fail:
 	free(gdbuf);
 	vmdk_abort(w);
 	return r;
+}
+
+/* ---------------------------------------------------------------- */
+/* native snapshot layers (vmdk.h) */
+
+int vmb_disk__vmdk_info(const char *path, vmb_vmdk_info *out)
+{
+	vmb_layer_open_options o = { 1, NULL };
+	vmb_layer_info info;
+	struct vmdk *v;
+	void *l = NULL;
+	int r;
+
+	memset(out, 0, sizeof *out);
+	memset(&info, 0, sizeof info);
+	if ((r = vmdk_open(path, &o, &l, &info)))
+		return r;
+	v = l;
+	vmb_disk__layer_info_free(&info);
+	/* vmdk_open keeps the file's own descriptor in d for a sparse
+	 * file: a single file when the only extent is that file */
+	out->single_file = v->n == 1 && v->ext[0].type == EXT_SPARSE &&
+			   v->ext[0].path && strcmp(v->ext[0].path, path) == 0;
+	out->stream = v->n && v->ext[0].type == EXT_SPARSE &&
+		      v->ext[0].compressed;
+	out->has_cid = v->d.has_cid;
+	out->cid = v->d.cid;
+	out->has_parent_cid = v->d.has_parent_cid;
+	out->parent_cid = v->d.parent_cid;
+	for (size_t i = 0; i < v->n && !out->grain; i++)
+		if (v->ext[i].type == EXT_SPARSE && v->ext[i].fd >= 0)
+			out->grain = v->ext[i].grain;
+	if ((v->has_parent &&
+	     !(out->parent_hint = vmb_strdup(v->d.parent_hint))) ||
+	    (v->d.create_type &&
+	     !(out->create_type = vmb_strdup(v->d.create_type)))) {
+		vmb_disk__vmdk_info_free(out);
+		r = VMB_ENOMEM;
+	}
+	vmdk_close(l);
+	return r;
+}
+
+void vmb_disk__vmdk_info_free(vmb_vmdk_info *info)
+{
+	free(info->parent_hint);
+	free(info->create_type);
+	info->parent_hint = info->create_type = NULL;
+}
+
+int vmb_disk__vmdk_create_layer(const char *path, const char *extent_name,
+				uint64_t size, uint64_t grain, const uint32_t *cid,
+				const char *parent_hint, uint32_t parent_cid,
+				void **writer)
+{
+	vmb_layer_create_options o = VMB_DISK_WRITER_INIT;
+	struct vmdk_w *w;
+	int r;
+
+	o.subformat = "monolithicSparse";
+	o.cluster_size = (uint32_t)grain;
+	if (parent_hint && (!parent_hint[0] || strlen(parent_hint) > 1024 ||
+			    strpbrk(parent_hint, "\"\n\r")))
+		return vmb_error_set(VMB_EINVAL, "%s: parent name \"%.200s\" "
+				     "cannot be written in a descriptor",
+				     path, parent_hint);
+	if ((r = vmdk_create(path, size, &o, writer)))
+		return r;
+	w = *writer;
+	if (cid) {
+		w->has_cid = 1;
+		w->cid = *cid;
+	}
+	if (extent_name && !(w->extent_name = vmb_strdup(extent_name))) {
+		vmdk_abort(w);
+		*writer = NULL;
+		return VMB_ENOMEM;
+	}
+	if (parent_hint) {
+		w->parent_cid = parent_cid;
+		if (!(w->parent_hint = vmb_strdup(parent_hint))) {
+			vmdk_abort(w);
+			*writer = NULL;
+			return VMB_ENOMEM;
+		}
+	}
+	return 0;
+}
+
+int vmb_disk__vmdk_zero(void *writer, uint64_t offset, uint64_t length)
+{
+	struct vmdk_w *w = writer;
+	int r;
+
+	if (w->stream || !vmb_range_ok(offset, length, w->size) ||
+	    offset % w->grain ||
+	    (length % w->grain && offset + length != w->size))
+		return vmb_error_set(VMB_EINVAL, "%s: zero range not in whole "
+				     "grains", w->path);
+	if ((r = flush_pending(w)))
+		return r;
+	for (uint64_t g = offset / w->grain; g * w->grain < offset + length;
+	     g++)
+		if ((r = set_gte(w, g, 1)))
+			return r;
+	w->zeroed = 1;
+	return 0;
 }
 
 const vmb_disk_format vmb_disk__vmdk_format = {

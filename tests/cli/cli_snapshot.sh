@@ -6,7 +6,8 @@
 #    state (compared with qemu-img convert -O raw); qemu-img check clean;
 #  - kill -9 (VMB_TEST_CRASH_AT) at every step of create and delete
 #    leaves an image qemu-img check accepts with its data intact;
-#  - a running QEMU is refused; .vdi needs --format qcow2.
+#  - a running QEMU is refused; .vdi with --format qcow2 gets a qcow2
+#    overlay (native overlays: cli_snapshot_native.sh).
 . "$TESTLIB"
 export VMB_KDF_OPSLIMIT=1 VMB_KDF_MEMLIMIT=8388608
 command -v python3 >/dev/null || skip "python3 is needed"
@@ -158,11 +159,11 @@ if command -v qemu-nbd >/dev/null; then
 	kill $NBD; wait $NBD 2>/dev/null
 fi
 
-# ---- VDI: native differencing not written; a qcow2 overlay on demand ----
+# ---- VDI: a qcow2 overlay on demand ----
 qemu-img create -q -f vdi "$T/d.vdi" 64M
 qemu-io -f vdi -c "write -P 5 1M 2M" "$T/d.vdi" >/dev/null
 raw "$T/d.vdi" "$T/vdi.raw"
-expect_exit 1 "vdi without --format is refused" "$VMB" snapshot create "$T/d.vdi" v1
+expect_exit 1 "a vmdk overlay for a vdi is refused" "$VMB" snapshot create "$T/d.vdi" v1 --format vmdk
 one_line "vdi"
 expect_exit 0 "vdi with --format qcow2" "$VMB" snapshot create "$T/d.vdi" v1 --format qcow2
 check "vdi overlay has a vdi backing" sh -c "qemu-img info '$T/d.vdi' | grep -q 'backing file format: vdi'"

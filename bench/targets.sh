@@ -47,3 +47,24 @@ for t in ${VMB_BENCH_THREADS:-}; do VMB_THREADS=$t run "s3-threads$t" "$VMB_TEST
 run s3 "$VMB_TEST_S3_URL/bench"
 nfs=$VMB_TEST_NFS3_URL
 run nfs3 "${nfs%%\?*}/bench?${nfs#*\?}"
+# the S3 server's own ceiling: plain curl PUTs of 4 MiB objects, 8 in
+# flight, nothing computed on the client
+head -c 4M /dev/urandom >"$W/obj"
+python3 - "$W" "$VMB_TEST_S3_PORT" "$VMB_TEST_S3_BUCKET" <<'PY'
+import subprocess, sys, time
+w, port, bucket = sys.argv[1:4]
+n, par = 160, 8
+t0 = time.time(); procs = []
+for i in range(n):
+    procs.append(subprocess.Popen(["curl", "-s", "-o", "/dev/null", "-X", "PUT", "--data-binary", "@" + w + "/obj",
+        "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", "S3RVER:S3RVER", "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+        f"http://127.0.0.1:{port}/{bucket}/ceiling/o{i}"]))
+    if len(procs) >= par: procs.pop(0).wait()
+for p in procs: p.wait()
+dt = time.time() - t0
+print(f"\ns3rver ceiling (curl, {n} x 4 MiB PUTs, {par} in flight, no client work): {n * 4 / dt:.0f} MiB/s")
+PY
+for n in local s3 nfs3; do
+	du -sm "$W/repo-local" >/dev/null 2>&1
+done
+echo "stored bytes per repository (MiB): local $(du -sm "$W/repo-local" | cut -f1)"

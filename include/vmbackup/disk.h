@@ -123,10 +123,15 @@ typedef struct vmb_disk_writer_options {
 	const char *subformat; /**< vmdk: "monolithicSparse" (default) or
 				    "streamOptimized"; others: NULL */
 	uint32_t cluster_size; /**< 0 = the format's default */
+	unsigned flags;        /**< VMB_DISK_WRITER_* (version >= 2) */
 } vmb_disk_writer_options;
 
-#define VMB_DISK_WRITER_OPTIONS_VERSION 1
-#define VMB_DISK_WRITER_INIT { VMB_DISK_WRITER_OPTIONS_VERSION, NULL, 0 }
+/** Do not fsync the image when finishing (as `qemu-img convert` does
+ *  not): faster, but a crash soon after may lose part of the image. */
+#define VMB_DISK_WRITER_NO_SYNC 0x1u
+
+#define VMB_DISK_WRITER_OPTIONS_VERSION 2
+#define VMB_DISK_WRITER_INIT { VMB_DISK_WRITER_OPTIONS_VERSION, NULL, 0, 0 }
 
 /**
  * Create a new image of @p format ("raw", "qcow2", "vmdk", "vdi") and

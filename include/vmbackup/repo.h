@@ -118,11 +118,12 @@ typedef struct vmb_restore_options {
 	int threads;        /**< 0: one per core */
 	vmb_progress_fn progress;
 	void *progress_payload;
+	int no_sync;        /**< do not fsync the images (version >= 2) */
 } vmb_restore_options;
 
-#define VMB_RESTORE_OPTIONS_VERSION 1
+#define VMB_RESTORE_OPTIONS_VERSION 2
 #define VMB_RESTORE_OPTIONS_INIT { VMB_RESTORE_OPTIONS_VERSION, NULL, NULL, \
-				   0, NULL, NULL }
+				   0, NULL, NULL, 0 }
 
 typedef struct vmb_restore_result {
 	uint64_t bytes_total;   /**< virtual bytes restored */

@@ -682,7 +682,15 @@ VMB_EXTERN(int) vmb_disk_inspect_json(vmb_disk *d, char **json)
 
 /* ---- writers ---- */
 
+static _Thread_local int finishing_nosync;
+
+int vmb_disk__fsync(int fd)
+{
+	return finishing_nosync ? 0 : fsync(fd);
+}
+
 struct vmb_disk_writer {
+	int nosync;
 	const vmb_disk_format *fmt;
 	void *state;
 	uint64_t size;
@@ -720,6 +728,8 @@ VMB_EXTERN(int) vmb_disk_writer_create(const char *path, const char *format,
 	}
 	w->fmt = fmt;
 	w->size = size;
+	w->nosync = opts && opts->version >= 2 &&
+		    (opts->flags & VMB_DISK_WRITER_NO_SYNC);
 	*out = w;
 	return 0;
 }
@@ -761,7 +771,9 @@ VMB_EXTERN(int) vmb_disk_writer_finish(vmb_disk_writer *w)
 	int r;
 	if (w->finished)
 		return 0;
+	finishing_nosync = w->nosync;
 	r = w->fmt->finish(w->state);
+	finishing_nosync = 0;
 	w->state = NULL;
 	w->finished = 1;
 	return r;

@@ -23,6 +23,10 @@ int vmb_disk__writer_unordered(const vmb_disk_writer *w);
 int vmb_disk__writer_write_at(vmb_disk_writer *w, uint64_t offset,
 			      const void *buf, size_t length);
 
+/* fsync for writers' finish(): skipped when the writer was created with
+ * VMB_DISK_WRITER_NO_SYNC. */
+int vmb_disk__fsync(int fd);
+
 /* Free the strings inside a vmb_layer_info. */
 void vmb_disk__layer_info_free(vmb_layer_info *info);
 

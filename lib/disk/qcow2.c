@@ -1903,7 +1903,7 @@ static int qcow2_finish(void *writer)
 		r = qw_io(w, r);
 		goto fail;
 	}
-	if (fsync(w->fd) != 0) {
+	if (vmb_disk__fsync(w->fd) != 0) {
 		r = vmb_error_set(VMB_EIO, "cannot sync %s: %s", w->path,
 				  strerror(errno));
 		goto fail;

@@ -197,7 +197,7 @@ static void raw_abort(void *writer)
 static int raw_finish(void *writer)
 {
 	struct raw_w *w = writer;
-	if (fsync(w->fd) != 0) {
+	if (vmb_disk__fsync(w->fd) != 0) {
 		int e = errno;
 		raw_abort(w);
 		return vmb_error_set(VMB_EIO, "cannot sync restored image: %s",

@@ -793,7 +793,7 @@ static int vdi_finish(void *writer)
 		r = vdi_w_error(w, errno);
 		goto fail;
 	}
-	if (fsync(w->fd) != 0) {
+	if (vmb_disk__fsync(w->fd) != 0) {
 		r = vmb_error_set(VMB_EIO, "cannot sync %s: %s", w->path,
 				  strerror(errno));
 		goto fail;

@@ -1934,7 +1934,7 @@ static int vmdk_finish(void *writer)
 		if ((r = w_pwrite(w, h, 512, 0)))
 			goto fail;
 	}
-	if (fsync(w->fd) != 0) {
+	if (vmb_disk__fsync(w->fd) != 0) {
 		r = w_err(w, errno);
 		goto fail;
 	}

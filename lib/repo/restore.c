@@ -157,7 +157,13 @@ static int restore_disk(vmb_repo *r, const vmb_mdisk *m, const char *path,
 			rc = VMB_ENOMEM;
 			goto out;
 		}
-	rc = vmb_disk_writer_create(path, format, ix.disk_size, NULL, &w);
+	{
+		vmb_disk_writer_options wo = VMB_DISK_WRITER_INIT;
+		if (o->version >= 2 && o->no_sync)
+			wo.flags |= VMB_DISK_WRITER_NO_SYNC;
+		rc = vmb_disk_writer_create(path, format, ix.disk_size, &wo,
+					    &w);
+	}
 	if (rc)
 		goto out;
 	rc = vmb_pool_new(nthreads, window, &pool);

@@ -28,6 +28,19 @@ static uint8_t *make_ad(const uint8_t *hdr, const uint8_t *bind,
 	return ad;
 }
 
+/* zstd hash table size for levels 1-2: 17 by default; VMB_ZSTD_HASHLOG
+ * overrides it for benchmarks (0: zstd's own choice for the level). */
+static int blob_hashlog(void)
+{
+	static int v = -1;
+	if (v < 0) {
+		const char *e = getenv("VMB_ZSTD_HASHLOG");
+		int x = e ? atoi(e) : 17;
+		v = (x == 0 || (x >= 10 && x <= 24)) ? x : 17;
+	}
+	return v;
+}
+
 int vmb_blob_encode(const vmb_keys *k, int type, const uint8_t *bind,
 		    size_t bindlen, const void *plain, size_t len, int level,
 		    ZSTD_CCtx *cctx, uint8_t *out, size_t *outlen)
@@ -51,7 +64,7 @@ int vmb_blob_encode(const vmb_keys *k, int type, const uint8_t *bind,
 		ZSTD_CCtx_reset(cctx, ZSTD_reset_session_only);
 		ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
 		ZSTD_CCtx_setParameter(cctx, ZSTD_c_hashLog,
-				       level <= 2 ? 17 : 0);
+				       level <= 2 ? blob_hashlog() : 0);
 		n = ZSTD_compress2(cctx, payload, ZSTD_compressBound(len),
 				   plain, len);
 		ZSTD_freeCCtx(own);

@@ -26,7 +26,7 @@ REPEAT=2
 QUICK=0
 WARM=0
 MEMCHECK=1
-TOOLS="vmb borg restic qemu zstd"
+TOOLS="vmb vmb-cbt borg restic qemu zstd"
 SEED=42
 
 while [ $# -gt 0 ]; do
@@ -188,6 +188,37 @@ run_vmb() {
 	check_restore vmb "$RESTORE/disk.img" "$IMG"
 }
 
+# vmb with change tracking: the image as a qcow2, the same shape of 1%
+# change written through QEMU (qemu-io), so QEMU's persistent bitmap (which
+# vmb adds at the first backup) records it, as for a running VM
+run_vmb_cbt() {
+	local r=$1 repo=$OUT/repo-vmb-cbt q=$OUT/disk.qcow2
+	rm -rf "$repo" "$XDG_CACHE_HOME/vmb" "$q"
+	"$VMB" init "$repo" >/dev/null
+	qemu-img convert -f raw -O qcow2 "$OUT/base.img" "$q"
+	measure vmb-cbt full "$r" "$VMB" backup "$repo" "$q" --vm cbt --json
+	python3 - "$q" "$MIB" "$SEED" >"$OUT/qemu-io.cmds" <<'PY'
+import random, sys
+q, mib, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rnd = random.Random(seed)
+size = mib << 20
+total = size // 100
+# 90% in 4 contiguous regions, 10% as scattered 4 KiB writes
+for i in range(4):
+    n = (total * 9 // 10) // 4 // 65536 * 65536
+    off = rnd.randrange(0, (size - n) // 65536) * 65536
+    print(f"write -P {i + 1} {off} {n}")
+for i in range(total // 10 // 4096):
+    off = rnd.randrange(0, size // 4096) * 4096
+    print(f"write -P {(i % 200) + 10} {off} 4096")
+PY
+	mapfile -t cmds <"$OUT/qemu-io.cmds"
+	local args=() c
+	for c in "${cmds[@]}"; do args+=(-c "$c"); done
+	qemu-io -f qcow2 "${args[@]}" "$q" >/dev/null
+	measure vmb-cbt inc "$r" "$VMB" backup "$repo" "$q" --vm cbt --json
+}
+
 run_borg() {
 	local r=$1 repo=$OUT/repo-borg
 	local opts=(--chunker-params fixed,4194304 --compression zstd,1 --sparse)
@@ -247,7 +278,7 @@ run_zstd() {
 for ((rep = 1; rep <= REPEAT; rep++)); do
 	for t in $TOOLS; do
 		log "== $t (repetition $rep of $REPEAT)"
-		"run_$t" "$rep"
+		"run_${t//-/_}" "$rep"
 	done
 done
 rm -rf "$RESTORE"

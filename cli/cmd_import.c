@@ -78,7 +78,15 @@ int cmd_import(int argc, char **argv)
 		switch (c) {
 		case 'm': o.vm = optarg; break;
 		case 't': tags[ntags++] = optarg; break;
-		case 'j': o.threads = atoi(optarg); break;
+		case 'j': {
+			char *e;
+			long v = strtol(optarg, &e, 10);
+			if (*e || v < 1 || v > 64)
+				return cli_usage_error("import", "bad thread count "
+						       "'%s'", optarg);
+			o.threads = (int)v;
+			break;
+		}
 		default:
 			free(tags);
 			return cli_bad_option("import", argv);

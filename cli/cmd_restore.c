@@ -64,7 +64,15 @@ int cmd_restore(int argc, char **argv)
 			o.format = optarg;
 			break;
 		case 'd': o.disk = optarg; break;
-		case 'j': o.threads = atoi(optarg); break;
+		case 'j': {
+			char *e;
+			long v = strtol(optarg, &e, 10);
+			if (*e || v < 1 || v > 64)
+				return cli_usage_error("restore", "bad thread count "
+						       "'%s'", optarg);
+			o.threads = (int)v;
+			break;
+		}
 		case 'S': o.no_sync = 1; break;
 		default:
 			return cli_bad_option("restore", argv);

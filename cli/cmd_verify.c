@@ -116,7 +116,15 @@ int cmd_verify(int argc, char **argv)
 						       "percentage '%s'", optarg);
 			o.data = 1;
 			break;
-		case 'j': o.threads = atoi(optarg); break;
+		case 'j': {
+			char *e;
+			long v = strtol(optarg, &e, 10);
+			if (*e || v < 1 || v > 64)
+				return cli_usage_error("verify", "bad thread count "
+						       "'%s'", optarg);
+			o.threads = (int)v;
+			break;
+		}
 		case 'b': boot = 1; break;
 		case 'r': case 'e': case 't': break;
 		default: return cli_bad_option("verify", argv);

@@ -184,11 +184,11 @@ static void parse_state(const char *text, struct bm_state *st)
 	n = vmb_json_str(j, "bitmap");
 	ta = vmb_json_str(j, "top_after");
 	if (ta && strlen(ta) < sizeof st->top_after)
-		strcpy(st->top_after, ta);
+		snprintf(st->top_after, sizeof st->top_after, "%s", ta);
 	if (src && !strcmp(src, "qcow2-bitmap") && n &&
 	    strlen(n) < sizeof st->name &&
 	    vmb_json_u64(j, "generation", &g) == 0) {
-		strcpy(st->name, n);
+		snprintf(st->name, sizeof st->name, "%s", n);
 		st->gen = g;
 		st->ok = 1;
 	}

@@ -105,8 +105,12 @@ static void kdf_params(unsigned long long *ops, size_t *mem)
 	const char *m = getenv("VMB_KDF_MEMLIMIT");
 	*ops = crypto_pwhash_OPSLIMIT_MODERATE;        /* 3 */
 	*mem = crypto_pwhash_MEMLIMIT_INTERACTIVE * 2; /* 128 MiB */
-	if (o && atoi(o) >= (int)crypto_pwhash_OPSLIMIT_MIN)
-		*ops = (unsigned long long)atoi(o);
+	if (o) {
+		char *end;
+		unsigned long long v = strtoull(o, &end, 10);
+		if (!*end && v >= crypto_pwhash_OPSLIMIT_MIN && v <= 64)
+			*ops = v;
+	}
 	if (m && strtoull(m, NULL, 10) >= crypto_pwhash_MEMLIMIT_MIN)
 		*mem = (size_t)strtoull(m, NULL, 10);
 }

@@ -391,7 +391,7 @@ static void read_epoch(vmb_repo *r, char out[65])
 {
 	void *ep = NULL;
 	size_t n;
-	strcpy(out, "0");
+	snprintf(out, 65, "0");
 	if (vmb_target_get(r->t, "state/gc-epoch", &ep, &n) == 0) {
 		n = n < 64 ? n : 64;
 		memcpy(out, ep, n);

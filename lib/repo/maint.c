@@ -62,6 +62,13 @@ static long period_key(int64_t t, int rule)
 	}
 }
 
+/* Append a rule name to a reason ("last, daily"), bounded. */
+static void why_add(char why[128], const char *rule)
+{
+	size_t n = strlen(why);
+	snprintf(why + n, 128 - n, "%s%s", n ? ", " : "", rule);
+}
+
 static int prune_group(vmb_repo *r, vmb_snapshot **s, size_t n,
 		       const vmb_prune_options *o, vmb_prune_fn fn,
 		       void *payload, size_t *removed)
@@ -78,7 +85,7 @@ static int prune_group(vmb_repo *r, vmb_snapshot **s, size_t n,
 	for (size_t k = 0; k < n; k++) {
 		size_t i = n - 1 - k;
 		if ((int)k < o->keep_last)
-			strcat(why[i], "last");
+			why_add(why[i], "last");
 	}
 	for (int rule = 0; rule < 5; rule++) {
 		int left = limits[rule];
@@ -90,9 +97,7 @@ static int prune_group(vmb_repo *r, vmb_snapshot **s, size_t n,
 				continue;
 			last = key;
 			left--;
-			if (why[i][0])
-				strcat(why[i], ", ");
-			strcat(why[i], names[rule]);
+			why_add(why[i], names[rule]);
 		}
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -101,11 +106,8 @@ static int prune_group(vmb_repo *r, vmb_snapshot **s, size_t n,
 			rc = prot;
 			break;
 		}
-		if (prot) {
-			if (why[i][0])
-				strcat(why[i], ", ");
-			strcat(why[i], "protected");
-		}
+		if (prot)
+			why_add(why[i], "protected");
 		int keep = why[i][0] != 0;
 		if (fn)
 			fn(s[i], keep, keep ? why[i] : "no rule keeps it",
@@ -211,7 +213,7 @@ static int collect_cb(const char *name, uint64_t size, int64_t mtime,
 		}
 		l->cap = nc;
 	}
-	strcpy(l->names[l->n], name);
+	snprintf(l->names[l->n], sizeof l->names[l->n], "%s", name);
 	l->sizes[l->n] = size;
 	l->mtimes[l->n] = mtime;
 	l->n++;

@@ -371,7 +371,7 @@ VMB_EXTERN(int) vmb_repo_open(const char *url, const char *passphrase,
 	if (rc)
 		goto fail;
 	r->url = vmb_strdup(url);
-	strcpy(r->key_name, "keys/default");
+	snprintf(r->key_name, sizeof r->key_name, "keys/default");
 	rc = try_key_file(r, "keys/default", passphrase, master, &encrypted);
 	if (rc == VMB_EAUTH || rc == VMB_ENOTFOUND) {
 		/* other passphrases added with `vmb key add` */
@@ -397,7 +397,7 @@ VMB_EXTERN(int) vmb_repo_open(const char *url, const char *passphrase,
 	memcpy(r->master, master, sizeof master);
 	sodium_memzero(master, sizeof master);
 	/* the GC epoch decides whether the local chunk cache is valid */
-	strcpy(r->gc_epoch, "0");
+	snprintf(r->gc_epoch, sizeof r->gc_epoch, "0");
 	if (vmb_target_get(r->t, "state/gc-epoch", &ep, &eplen) == 0) {
 		size_t n = eplen < 64 ? eplen : 64;
 		memcpy(r->gc_epoch, ep, n);

@@ -35,7 +35,7 @@ static int blob_hashlog(void)
 	static int v = -1;
 	if (v < 0) {
 		const char *e = getenv("VMB_ZSTD_HASHLOG");
-		int x = e ? atoi(e) : 17;
+		int x = e ? (int)strtol(e, NULL, 10) : 17;
 		v = (x == 0 || (x >= 10 && x <= 24)) ? x : 17;
 	}
 	return v;

@@ -371,7 +371,10 @@ static void test_backup_restore(void)
 	CHECK(same_file(img, P("out1/mixed.img")));
 	CHECK(allocated(P("out1/mixed.img")) < size / 2);
 
-	/* an unchanged second backup: nothing new, fingerprints */
+	/* an unchanged second backup: nothing new, fingerprints (the file
+	 * is touched so its fresh timestamps cannot be trusted and it is read
+	 * again; an untouched old file is skipped, see cli_unchanged.sh) */
+	CHECK(utimensat(AT_FDCWD, img, NULL, 0) == 0);
 	CHECK_OK(backup1(r, img, "vm1", &res2));
 	CHECK(res2.bytes_new == 0);
 	CHECK(res2.chunks_new == 0);

@@ -458,7 +458,16 @@ static int nfs_get(vmb_target *t, const char *name, void **data,
 							  st.nfs_size - off),
 						  buf + off);
 				if (k < 0) {
-					CHECK_TRANSPORT(-k);
+					/* replaced under us by a concurrent
+					 * put (libnfs has no silly rename)?
+					 * If the server still answers for the
+					 * name, open it again (bounded). */
+					struct nfs_stat_64 st2;
+					int e2 = -nfs_stat64(c, path, &st2);
+					if (!e2 || server_answered(e2))
+						retry_ = 1;
+					else
+						CHECK_TRANSPORT(-k);
 					r = fail(n, c, "read", name, -k);
 					break;
 				}
@@ -466,10 +475,12 @@ static int nfs_get(vmb_target *t, const char *name, void **data,
 					break; /* shrank meanwhile */
 				off += (size_t)k;
 			}
-			if (!r && off != st.nfs_size)
+			if (!r && off != st.nfs_size) {
+				retry_ = 1; /* replaced while read: again */
 				r = vmb_error_set(VMB_EIO, "%s: %s changed "
 						  "while being read",
 						  n->base.url, name);
+			}
 		}
 		if (fh)
 			nfs_close(c, fh);

@@ -689,6 +689,24 @@ int vmb_disk__fsync(int fd)
 	return finishing_nosync ? 0 : fsync(fd);
 }
 
+int vmb_disk__sync_close(int *fd, const char *path)
+{
+	int e;
+	if (vmb_disk__fsync(*fd) != 0) {
+		e = errno;
+		close(*fd);
+		*fd = -1;
+		return vmb_error_set(e == ENOSPC ? VMB_ENOSPC : VMB_EIO,
+				     "cannot sync %s: %s", path, strerror(e));
+	}
+	e = close(*fd) != 0 ? errno : 0;
+	*fd = -1;
+	if (e)
+		return vmb_error_set(e == ENOSPC ? VMB_ENOSPC : VMB_EIO,
+				     "cannot close %s: %s", path, strerror(e));
+	return 0;
+}
+
 struct vmb_disk_writer {
 	int nosync;
 	const vmb_disk_format *fmt;

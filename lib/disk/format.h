@@ -27,6 +27,10 @@ int vmb_disk__writer_write_at(vmb_disk_writer *w, uint64_t offset,
  * VMB_DISK_WRITER_NO_SYNC. */
 int vmb_disk__fsync(int fd);
 
+/* The end of every writer's finish(): fsync (as above) and close *fd,
+ * which is -1 afterwards whatever happens.  One-line errors name @path. */
+int vmb_disk__sync_close(int *fd, const char *path);
+
 /* Free the strings inside a vmb_layer_info. */
 void vmb_disk__layer_info_free(vmb_layer_info *info);
 

@@ -1903,18 +1903,9 @@ static int qcow2_finish(void *writer)
 		r = qw_io(w, r);
 		goto fail;
 	}
-	if (vmb_disk__fsync(w->fd) != 0) {
-		r = vmb_error_set(VMB_EIO, "cannot sync %s: %s", w->path,
-				  strerror(errno));
+	r = vmb_disk__sync_close(&w->fd, w->path);
+	if (r)
 		goto fail;
-	}
-	if (close(w->fd) != 0) {
-		w->fd = -1;
-		r = vmb_error_set(VMB_EIO, "cannot close %s: %s", w->path,
-				  strerror(errno));
-		goto fail;
-	}
-	w->fd = -1;
 	free(l2_off);
 	free(buf);
 	qw_free(w, 0);

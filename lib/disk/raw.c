@@ -197,13 +197,11 @@ static void raw_abort(void *writer)
 static int raw_finish(void *writer)
 {
 	struct raw_w *w = writer;
-	if (vmb_disk__fsync(w->fd) != 0) {
-		int e = errno;
-		raw_abort(w);
-		return vmb_error_set(VMB_EIO, "cannot sync restored image: %s",
-				     strerror(e));
+	int r = vmb_disk__sync_close(&w->fd, w->path);
+	if (r) {
+		raw_abort(w); /* removes the partial file */
+		return r;
 	}
-	close(w->fd);
 	free(w->path);
 	free(w);
 	return 0;

@@ -793,18 +793,9 @@ static int vdi_finish(void *writer)
 		r = vdi_w_error(w, errno);
 		goto fail;
 	}
-	if (vmb_disk__fsync(w->fd) != 0) {
-		r = vmb_error_set(VMB_EIO, "cannot sync %s: %s", w->path,
-				  strerror(errno));
+	r = vmb_disk__sync_close(&w->fd, w->path);
+	if (r)
 		goto fail;
-	}
-	if (close(w->fd) != 0) {
-		w->fd = -1;
-		r = vmb_error_set(VMB_EIO, "cannot close %s: %s", w->path,
-				  strerror(errno));
-		goto fail;
-	}
-	w->fd = -1;
 	free(chunk);
 	vdi_w_free(w, 0);
 	return 0;

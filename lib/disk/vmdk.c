@@ -1934,17 +1934,11 @@ static int vmdk_finish(void *writer)
 		if ((r = w_pwrite(w, h, 512, 0)))
 			goto fail;
 	}
-	if (vmb_disk__fsync(w->fd) != 0) {
-		r = w_err(w, errno);
+	r = vmb_disk__sync_close(&w->fd, w->path);
+	if (r) {
+		unlink(w->path); /* vmdk_abort only unlinks an open file */
 		goto fail;
 	}
-	if (close(w->fd) != 0) {
-		w->fd = -1;
-		r = w_err(w, errno);
-		unlink(w->path);
-		goto fail;
-	}
-	w->fd = -1;
 	free(gdbuf);
 	vmdk_abort(w); /* frees; fd already closed, file kept */
 	return 0;

@@ -57,8 +57,59 @@ void vmb_cbt_layers_free(char **l, size_t n)
 	free(l);
 }
 
+/* Collects changed ranges in increasing order, merging touching ones;
+ * gives up (ok = 0) past VMB_CBT_MAX_RANGES or on disorder. */
+struct ranges {
+	vmb_cbt_range *r;
+	size_t n, cap;
+	int ok;
+};
+
+static void ranges_add(struct ranges *rs, uint64_t off, uint64_t len)
+{
+	if (!rs->ok || !len)
+		return;
+	if (rs->n) {
+		vmb_cbt_range *l = &rs->r[rs->n - 1];
+		if (off < l->off + l->len) {
+			rs->ok = 0; /* not increasing */
+			return;
+		}
+		if (off == l->off + l->len) {
+			l->len += len;
+			return;
+		}
+	}
+	if (rs->n == rs->cap) {
+		size_t cap = rs->cap ? rs->cap * 2 : 256;
+		void *n = cap > VMB_CBT_MAX_RANGES ? NULL :
+			  realloc(rs->r, cap * sizeof *rs->r);
+		if (!n) {
+			rs->ok = 0;
+			return;
+		}
+		rs->r = n;
+		rs->cap = cap;
+	}
+	rs->r[rs->n].off = off;
+	rs->r[rs->n++].len = len;
+}
+
+/* Hand the ranges to the plan (or drop them if incomplete). */
+static void ranges_give(struct ranges *rs, vmb_cbt_plan *plan)
+{
+	if (rs->ok) {
+		plan->ranges = rs->r;
+		plan->nranges = rs->n;
+	} else {
+		free(rs->r);
+	}
+	memset(rs, 0, sizeof *rs);
+}
+
 void vmb_cbt_plan_free(vmb_cbt_plan *p)
 {
+	free(p->ranges);
 	free(p->changed);
 	free(p->new_state);
 	if (p->locked)
@@ -71,6 +122,7 @@ struct mark {
 	uint64_t count;
 	uint32_t cs;
 	int below; /* layers [0, below) are new since the parent */
+	struct ranges rs;
 };
 
 static int mark_cb(const vmb_extent *e, void *payload)
@@ -83,6 +135,7 @@ static int mark_cb(const vmb_extent *e, void *payload)
 	last = (e->offset + e->length - 1) / m->cs;
 	for (uint64_t i = first; i <= last && i < m->count; i++)
 		m->changed[i] = 1;
+	ranges_add(&m->rs, e->offset, e->length);
 	return 0;
 }
 
@@ -142,6 +195,8 @@ static int plan_overlay(vmb_disk *d, uint32_t cs, const vmb_cbt_parent *p,
 	if (k < 0)
 		return 0;
 	struct mark m;
+	memset(&m, 0, sizeof m);
+	m.rs.ok = 1;
 	m.count = plan->count;
 	m.cs = cs;
 	m.below = k;
@@ -150,9 +205,11 @@ static int plan_overlay(vmb_disk *d, uint32_t cs, const vmb_cbt_parent *p,
 		return VMB_ENOMEM;
 	rc = vmb_disk_map(d, 0, vmb_disk_size(d), mark_cb, &m);
 	if (rc) {
+		free(m.rs.r);
 		free(m.changed);
 		return rc;
 	}
+	ranges_give(&m.rs, plan);
 	plan->changed = m.changed;
 	plan->source = "overlay";
 	return 0;
@@ -236,6 +293,7 @@ struct dirty_mark {
 	uint8_t *changed;
 	uint64_t count;
 	uint32_t cs;
+	struct ranges rs;
 };
 
 static int dirty_cb(uint64_t off, uint64_t len, void *payload)
@@ -244,6 +302,7 @@ static int dirty_cb(uint64_t off, uint64_t len, void *payload)
 	for (uint64_t i = off / m->cs; i <= (off + len - 1) / m->cs &&
 	     i < m->count; i++)
 		m->changed[i] = 1;
+	ranges_add(&m->rs, off, len);
 	return 0;
 }
 
@@ -286,6 +345,7 @@ static int plan_bitmap(vmb_disk *d, uint32_t cs, const vmb_cbt_parent *p,
 	const char **remove = NULL;
 	vmb_qcow2 *q = NULL;
 	uint8_t *changed = NULL;
+	vmb_cbt_plan ranges = { 0 }; /* only .ranges/.nranges used */
 	char why[600] = "", newname[64], ident[96];
 	int consistent = 1, usable = 0, fd, rc;
 	uint32_t rnd = 0;
@@ -369,6 +429,8 @@ static int plan_bitmap(vmb_disk *d, uint32_t cs, const vmb_cbt_parent *p,
 				rc = VMB_ENOMEM;
 				goto out;
 			}
+			memset(&dm, 0, sizeof dm);
+			dm.rs.ok = 1;
 			dm.changed = changed;
 			dm.count = plan->count;
 			dm.cs = cs;
@@ -379,10 +441,12 @@ static int plan_bitmap(vmb_disk *d, uint32_t cs, const vmb_cbt_parent *p,
 					 vmb_error_message());
 				vmb_error_clear();
 				free(changed);
+				free(dm.rs.r);
 				changed = NULL;
 				rc = 0;
 			} else {
 				usable = 1;
+				ranges_give(&dm.rs, &ranges);
 			}
 		}
 		if (!usable)
@@ -435,9 +499,13 @@ static int plan_bitmap(vmb_disk *d, uint32_t cs, const vmb_cbt_parent *p,
 	if (usable) {
 		plan->changed = changed;
 		plan->source = "qcow2-bitmap";
+		plan->ranges = ranges.ranges;
+		plan->nranges = ranges.nranges;
+		ranges.ranges = NULL;
 		changed = NULL;
 	}
 out:
+	free(ranges.ranges);
 	free(changed);
 	free(remove);
 	vmb_disk__qcow2_close(q);

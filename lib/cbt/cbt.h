@@ -13,10 +13,23 @@
 #include <stdint.h>
 #include "vmbackup/disk.h"
 
+/* A changed range of guest bytes. */
+typedef struct vmb_cbt_range {
+	uint64_t off, len;
+} vmb_cbt_range;
+
+/* More changed ranges than this: only the per-chunk map is kept. */
+#define VMB_CBT_MAX_RANGES (1u << 20)
+
 typedef struct vmb_cbt_plan {
 	const char *source; /* "qcow2-bitmap", "overlay", or NULL */
 	uint8_t *changed;   /* per chunk, 1 = may have changed; NULL = all */
 	uint64_t count;
+	/* the changed ranges inside those chunks (increasing, apart), at the
+	 * source's granularity (bitmap bit, cluster), or NULL when unknown
+	 * (too many): then a changed chunk is read whole */
+	vmb_cbt_range *ranges;
+	size_t nranges;
 	char *new_state;    /* malloc'd JSON to record for the next backup
 			       (the manifest's cbt_state), or NULL */
 	int locked;         /* lock_fd holds the image's lock until free */

@@ -30,6 +30,8 @@ struct bctx {
 	vmb_index *ix;          /* index being built */
 	const vmb_index *parent; /* parent's index of this disk or NULL */
 	const uint8_t *changed;  /* CBT plan: 0 = unchanged since parent */
+	const vmb_cbt_range *ranges; /* CBT plan: changed ranges, or NULL */
+	size_t nranges, rcur;
 	struct worker_state *ws;
 	size_t outcap;
 	/* buffer free list */
@@ -55,6 +57,7 @@ struct job {
 	struct bctx *c;
 	uint64_t idx;
 	uint32_t len;
+	int patch; /* buf holds a patch's run bytes (index entry set) */
 	uint8_t *buf;
 };
 
@@ -160,6 +163,8 @@ static void chunk_job(void *arg, int worker)
 
 	if (c->err)
 		goto out;
+	if (j->patch)
+		goto store; /* kind, base and runs set by the reader */
 	if (vmb_is_zero(j->buf, j->len)) {
 		e->kind = VMB_CHUNK_ZERO;
 		goto out;
@@ -178,6 +183,7 @@ static void chunk_job(void *arg, int worker)
 		pthread_mutex_unlock(&c->lock);
 		goto out;
 	}
+store:
 	vmb_crypto_chunk_id(&r->keys, j->buf, j->len, e->id);
 	char name[80];
 	uint64_t sz;
@@ -292,6 +298,122 @@ static int report(struct progress_state *ps, int force)
 	return 0;
 }
 
+/* 1 if an entry of the parent references a chunk verify found damaged. */
+static int parent_damaged(const struct bctx *c, uint64_t i)
+{
+	const uint8_t *ids[2];
+	int n = vmb_index_ids(c->parent, i, ids);
+	for (int k = 0; k < n; k++)
+		if (vmb_idset_has(c->damaged, ids[k]))
+			return 1;
+	return 0;
+}
+
+/* Merge two increasing run lists into @out (touching runs joined).
+ * @return the count, or -1 past VMB_INDEX_MAX_RUNS. */
+static int merge_runs(const vmb_index_run *a, uint32_t na,
+		      const vmb_index_run *b, uint32_t nb, vmb_index_run *out)
+{
+	uint32_t i = 0, k = 0;
+	int n = 0;
+	while (i < na || k < nb) {
+		vmb_index_run x = (k >= nb || (i < na && a[i].off <= b[k].off))
+					  ? a[i++] : b[k++];
+		if (n && x.off <= out[n - 1].off + out[n - 1].len) {
+			uint64_t end = (uint64_t)x.off + x.len;
+			vmb_index_run *l = &out[n - 1];
+			if (end > (uint64_t)l->off + l->len)
+				l->len = (uint32_t)(end - l->off);
+			continue;
+		}
+		if (n == VMB_INDEX_MAX_RUNS)
+			return -1;
+		out[n++] = x;
+	}
+	return n;
+}
+
+/*
+ * Change tracking says chunk @i changed and knows where: if only a small
+ * part of it did (with what earlier patches since its base replaced, at
+ * most a quarter), read just those ranges and queue a patch over the
+ * parent's base instead of the whole chunk.  @return 1 queued, 0 not a
+ * case for a patch (read the chunk whole), or an error.
+ */
+static int try_patch(struct bctx *c, vmb_pool *pool, vmb_disk *d,
+		     uint64_t i, uint64_t off, uint32_t len,
+		     uint64_t *bytes_read)
+{
+	static _Thread_local vmb_index_run mine[VMB_INDEX_MAX_RUNS],
+		all[VMB_INDEX_MAX_RUNS];
+	const vmb_index_patch *pp;
+	const vmb_index_entry *pe;
+	const uint8_t *base = NULL;
+	uint32_t nmine = 0;
+	uint64_t total = 0;
+	int nall, rc;
+	struct job *j;
+
+	if (!c->ranges || !c->parent || i >= c->parent->count ||
+	    vmb_index_chunk_len(c->parent, i) != len || parent_damaged(c, i))
+		return 0;
+	pe = &c->parent->e[i];
+	pp = vmb_index_patch_of(c->parent, i);
+	if (pe->kind == VMB_CHUNK_DATA)
+		base = pe->id;
+	else if (pp && !vmb_index_id_is_zero(pp->base))
+		base = pp->base;
+	/* the changed ranges inside this chunk */
+	while (c->rcur < c->nranges &&
+	       c->ranges[c->rcur].off + c->ranges[c->rcur].len <= off)
+		c->rcur++;
+	for (size_t k = c->rcur; k < c->nranges &&
+	     c->ranges[k].off < off + len; k++) {
+		uint64_t a = c->ranges[k].off > off ? c->ranges[k].off : off;
+		uint64_t b = c->ranges[k].off + c->ranges[k].len;
+		if (b > off + len)
+			b = off + len;
+		if (nmine == VMB_INDEX_MAX_RUNS)
+			return 0;
+		mine[nmine].off = (uint32_t)(a - off);
+		mine[nmine++].len = (uint32_t)(b - a);
+	}
+	if (!nmine)
+		return 0;
+	nall = merge_runs(mine, nmine, pp ? pp->runs : NULL,
+			  pp ? pp->nruns : 0, all);
+	if (nall <= 0)
+		return 0;
+	for (int k = 0; k < nall; k++)
+		total += all[k].len;
+	if (total > len / 4)
+		return 0; /* most of it: a whole new chunk is better */
+	rc = vmb_index_set_patch(c->ix, i, base, all, (uint32_t)nall);
+	if (rc)
+		return rc;
+	if (!(j = vmb_malloc(sizeof *j)))
+		return VMB_ENOMEM;
+	j->c = c;
+	j->idx = i;
+	j->len = (uint32_t)total;
+	j->patch = 1;
+	j->buf = get_buf(c);
+	total = 0;
+	for (int k = 0; k < nall && !rc; k++) {
+		rc = vmb_disk_read(d, j->buf + total, off + all[k].off,
+				   all[k].len);
+		total += all[k].len;
+	}
+	*bytes_read += total;
+	if (rc) {
+		put_buf(c, j->buf);
+		free(j);
+		return rc;
+	}
+	vmb_pool_submit(pool, chunk_job, j);
+	return 1;
+}
+
 /* Back up one disk into c->ix.  Returns 0 or an error. */
 static int backup_disk(struct bctx *c, vmb_pool *pool, vmb_disk *d,
 		       struct progress_state *ps, uint64_t *bytes_read)
@@ -303,13 +425,26 @@ static int backup_disk(struct bctx *c, vmb_pool *pool, vmb_disk *d,
 		uint32_t len = vmb_index_chunk_len(ix, i);
 		struct chunk_map m;
 		struct job *j;
-		if (c->changed && !c->changed[i] &&
-		    !(c->parent->e[i].kind == VMB_CHUNK_DATA &&
-		      vmb_idset_has(c->damaged, c->parent->e[i].id))) {
+		if (c->changed && !c->changed[i] && !parent_damaged(c, i)) {
 			/* change tracking says untouched: the parent's entry */
-			ix->e[i] = c->parent->e[i];
+			rc = vmb_index_copy_entry(ix, c->parent, i);
+			if (rc)
+				return rc;
 			ps->p.bytes_done += len;
 			continue;
+		}
+		if (c->changed && c->ranges) {
+			rc = try_patch(c, pool, d, i, off, len, bytes_read);
+			if (rc < 0)
+				return rc;
+			if (rc == 1) {
+				ps->p.bytes_done += len;
+				ps->p.bytes_read = *bytes_read;
+				if ((rc = report(ps, 0)) ||
+				    (rc = keep_alive(ps->ka, 0)))
+					return rc;
+				continue;
+			}
 		}
 		memset(&m, 0, sizeof m);
 		rc = vmb_disk_map(d, off, len, chunk_map_cb, &m);
@@ -325,6 +460,7 @@ static int backup_disk(struct bctx *c, vmb_pool *pool, vmb_disk *d,
 			j->c = c;
 			j->idx = i;
 			j->len = len;
+			j->patch = 0;
 			j->buf = get_buf(c);
 			if (m.overflow) {
 				rc = vmb_disk_read(d, j->buf, off, len);
@@ -458,6 +594,27 @@ static int end_check(vmb_repo *r, const char *start_epoch,
 			size_t n;
 			uint32_t len = vmb_index_chunk_len(ix, i);
 			uint8_t id[32];
+			if (ix->e[i].kind == VMB_CHUNK_PATCH) {
+				/* a patch or its base cannot be rebuilt from
+				 * the source: only checked */
+				const uint8_t *ids[2];
+				int np = vmb_index_ids(ix, i, ids);
+				for (int k = 0; k < np && !rc; k++) {
+					if ((k == 0 && mine[d][i]) ||
+					    vmb_idset_add(&seen, ids[k]) != 1)
+						continue;
+					vmb_chunk_name(ids[k], name);
+					rc = vmb_target_stat(r->t, name, &sz,
+							     NULL);
+					if (rc == VMB_ENOTFOUND)
+						rc = vmb_error_set(VMB_EIO,
+							"a concurrent GC removed "
+							"chunk %s, which this "
+							"backup needs; run the "
+							"backup again", name + 10);
+				}
+				continue;
+			}
 			if (ix->e[i].kind != VMB_CHUNK_DATA || mine[d][i] ||
 			    vmb_idset_add(&seen, ix->e[i].id) != 1)
 				continue;
@@ -540,9 +697,12 @@ static int find_parent(vmb_repo *r, const char *vm, vmb_snapshot **out)
 static void add_index_ids(vmb_repo *r, const vmb_index *ix)
 {
 	pthread_mutex_lock(&r->known_lock);
-	for (uint64_t i = 0; i < ix->count; i++)
-		if (ix->e[i].kind == VMB_CHUNK_DATA)
-			vmb_idset_add(&r->known, ix->e[i].id);
+	for (uint64_t i = 0; i < ix->count; i++) {
+		const uint8_t *ids[2];
+		int n = vmb_index_ids(ix, i, ids);
+		for (int k = 0; k < n; k++)
+			vmb_idset_add(&r->known, ids[k]);
+	}
 	pthread_mutex_unlock(&r->known_lock);
 }
 
@@ -831,6 +991,9 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 				rc = 0;
 			}
 			c.changed = use_parent ? plan.changed : NULL;
+			c.ranges = use_parent ? plan.ranges : NULL;
+			c.nranges = use_parent ? plan.nranges : 0;
+			c.rcur = 0;
 			if (!use_parent)
 				plan.source = NULL;
 			free(m->cbt_state);
@@ -850,6 +1013,7 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 		vmb_pool_wait(pool);    /* workers first: they feed the store */
 		vmb_pool_wait(c.store); /* every chunk stored before the index */
 		c.changed = NULL;
+		c.ranges = NULL;
 		vmb_cbt_plan_free(&plan);
 		vmb_index_free(&pix);
 		if (!rc && c.err) {

@@ -112,28 +112,34 @@ VMB_EXTERN(int) vmb_repo_check(vmb_repo *r, vmb_check_result *res)
 				res->errors++;
 			}
 			for (uint64_t k = 0; k < ix.count; k++) {
-				if (ix.e[k].kind != VMB_CHUNK_DATA)
-					continue;
-				if (vmb_idset_add(&counted, ix.e[k].id) == 1)
+			    const uint8_t *ids[2];
+			    int nid = vmb_index_ids(&ix, k, ids);
+			    for (int q = 0; q < nid; q++) {
+				const uint8_t *id = ids[q];
+				if (vmb_idset_add(&counted, id) == 1)
 					res->chunks_referenced++;
-				if (vmb_idset_has(&pr.ids, ix.e[k].id))
+				if (vmb_idset_has(&pr.ids, id))
 					continue;
 				/* listing may lag on object stores: ask */
 				char name[80];
 				uint64_t sz;
-				vmb_chunk_name(ix.e[k].id, name);
+				vmb_chunk_name(id, name);
 				if (vmb_target_stat(r->t, name, &sz, NULL) == 0 &&
 				    sz >= VMB_BLOB_HEADER_BYTES) {
-					vmb_idset_add(&pr.ids, ix.e[k].id);
+					vmb_idset_add(&pr.ids, id);
 					continue;
 				}
 				vmb_log(VMB_LOG_ERROR, "snapshot %s disk %s: "
-					"chunk %s at offset %llu is missing",
-					s->id, s->disks[d].name, name + 10,
+					"%s %s at offset %llu is missing",
+					s->id, s->disks[d].name,
+					ix.e[k].kind == VMB_CHUNK_DATA ? "chunk" :
+					q ? "patch base chunk" : "patch chunk",
+					name + 10,
 					(unsigned long long)k * ix.chunk_size);
 				res->chunks_missing++;
 				res->errors++;
-				vmb_idset_add(&pr.ids, ix.e[k].id); /* once */
+				vmb_idset_add(&pr.ids, id); /* once */
+			    }
 			}
 			vmb_index_free(&ix);
 		}

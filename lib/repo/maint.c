@@ -401,13 +401,16 @@ VMB_EXTERN(int) vmb_repo_gc(vmb_repo *r, const vmb_gc_options *o,
 				vmb_index_free(&ix);
 				break;
 			}
-			for (uint64_t k = 0; k < ix.count; k++)
-				if (ix.e[k].kind == VMB_CHUNK_DATA &&
-				    ix.e[k].id[0] >= lo && ix.e[k].id[0] < hi &&
-				    vmb_idset_add(&marked, ix.e[k].id) < 0) {
-					rc = VMB_ENOMEM;
-					break;
-				}
+			for (uint64_t k = 0; k < ix.count && !rc; k++) {
+				const uint8_t *ids[2];
+				int nid = vmb_index_ids(&ix, k, ids);
+				for (int q = 0; q < nid; q++)
+					if (ids[q][0] >= lo && ids[q][0] < hi &&
+					    vmb_idset_add(&marked, ids[q]) < 0) {
+						rc = VMB_ENOMEM;
+						break;
+					}
+			}
 			vmb_index_free(&ix);
 		}
 		/* 4. sweep this id range */

@@ -82,6 +82,14 @@ int vmb_repo__get_blob(vmb_repo *r, int type, const char *name,
 int vmb_repo__get_chunk(vmb_repo *r, const uint8_t id[32], ZSTD_DCtx *dctx,
 			void *out, size_t cap, size_t *len);
 
+/*
+ * The bytes of entry @i of @ix into @out (capacity ix->chunk_size): zero
+ * entries give zeros, patches are applied to their base.  *len is the
+ * chunk's length.  Errors name the disk offset.
+ */
+int vmb_repo__read_entry(vmb_repo *r, const vmb_index *ix, uint64_t i,
+			 ZSTD_DCtx *dctx, uint8_t *out, size_t *len);
+
 int vmb_repo__load_index(vmb_repo *r, const char *hexid, vmb_index *ix);
 /* strict: fail on a damaged manifest (GC); else skip and count it. */
 int vmb_repo__snapshots(vmb_repo *r, const char *vm, int strict,

@@ -58,15 +58,8 @@ static void fetch_job(void *arg, int worker)
 	struct rctx *c = j->c;
 	struct slot *s = j->s;
 	size_t got = 0;
-	uint32_t want = vmb_index_chunk_len(c->ix, s->idx);
-	int rc = vmb_repo__get_chunk(c->r, c->ix->e[s->idx].id,
-				     c->dctx[worker], s->buf,
-				     c->ix->chunk_size, &got);
-	if (!rc && got != want)
-		rc = vmb_error_set(VMB_ECORRUPT, "chunk for offset %llu has "
-				   "%zu bytes, expected %u",
-				   (unsigned long long)s->idx * c->ix->chunk_size,
-				   got, want);
+	int rc = vmb_repo__read_entry(c->r, c->ix, s->idx, c->dctx[worker],
+				      s->buf, &got);
 	pthread_mutex_lock(&c->lock);
 	s->len = got;
 	s->rc = rc;
@@ -84,17 +77,11 @@ static void direct_job(void *arg, int worker)
 	struct rctx *c = j->c;
 	struct slot *s = &c->slots[worker]; /* the worker's own buffer */
 	size_t got = 0;
-	uint32_t want = vmb_index_chunk_len(c->ix, j->idx);
 	int rc = 0;
 	if (c->d.err)
 		goto out;
-	rc = vmb_repo__get_chunk(c->r, c->ix->e[j->idx].id, c->dctx[worker],
-				 s->buf, c->ix->chunk_size, &got);
-	if (!rc && got != want)
-		rc = vmb_error_set(VMB_ECORRUPT, "chunk for offset %llu has "
-				   "%zu bytes, expected %u",
-				   (unsigned long long)j->idx * c->ix->chunk_size,
-				   got, want);
+	rc = vmb_repo__read_entry(c->r, c->ix, j->idx, c->dctx[worker],
+				  s->buf, &got);
 	if (!rc)
 		rc = vmb_disk__writer_write_at(j->w, j->idx * c->ix->chunk_size,
 					       s->buf, got);
@@ -145,7 +132,7 @@ static int restore_disk(vmb_repo *r, const vmb_mdisk *m, const char *path,
 		goto out;
 	}
 	for (uint64_t i = 0; i < ix.count; i++)
-		if (ix.e[i].kind == VMB_CHUNK_DATA)
+		if (ix.e[i].kind != VMB_CHUNK_ZERO)
 			order[ndata++] = i;
 	for (int i = 0; i < window; i++)
 		if (!(c.slots[i].buf = vmb_malloc(ix.chunk_size))) {

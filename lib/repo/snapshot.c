@@ -530,13 +530,9 @@ static int sd_read(void *data, void *out, uint64_t off, size_t len)
 			if (sd->cached != ci) {
 				size_t got;
 				sd->cached = UINT64_MAX;
-				rc = vmb_repo__get_chunk(sd->r, sd->ix.e[ci].id,
-							 sd->dctx, sd->buf,
-							 sd->ix.chunk_size, &got);
-				if (!rc && got != clen)
-					rc = vmb_error_set(VMB_ECORRUPT,
-							   "chunk %llu has the wrong size",
-							   (unsigned long long)ci);
+				rc = vmb_repo__read_entry(sd->r, &sd->ix, ci,
+							  sd->dctx, sd->buf,
+							  &got);
 				if (rc)
 					break;
 				sd->cached = ci;

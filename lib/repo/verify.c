@@ -229,11 +229,12 @@ VMB_EXTERN(int) vmb_repo_verify(vmb_repo *r, const vmb_verify_options *o,
 		for (size_t d = 0; d < sv[i]->ndisks && !c.err; d++) {
 			vmb_index *ix = &ixs[i][d];
 			for (uint64_t k = 0; k < ix->count && !c.err; k++) {
-				struct vjob *j;
+				const uint8_t *ids[2];
+				int nid = vmb_index_ids(ix, k, ids);
 				p.bytes_done += vmb_index_chunk_len(ix, k);
-				if (ix->e[k].kind != VMB_CHUNK_DATA)
-					continue;
-				if (vmb_idset_add(&queued, ix->e[k].id) != 1)
+				for (int q = 0; q < nid; q++) {
+				struct vjob *j;
+				if (vmb_idset_add(&queued, ids[q]) != 1)
 					continue;
 				if (o->sample > 0 && o->sample < 100 &&
 				    randombytes_uniform(1000000) >=
@@ -245,8 +246,9 @@ VMB_EXTERN(int) vmb_repo_verify(vmb_repo *r, const vmb_verify_options *o,
 					goto out;
 				}
 				j->c = &c;
-				memcpy(j->id, ix->e[k].id, 32);
+				memcpy(j->id, ids[q], 32);
 				vmb_pool_submit(pool, verify_job, j);
+				}
 				if (o->progress && vmb_now() - last > 0.2) {
 					last = vmb_now();
 					p.bytes_read = c.bytes;
@@ -277,17 +279,20 @@ VMB_EXTERN(int) vmb_repo_verify(vmb_repo *r, const vmb_verify_options *o,
 		for (size_t d = 0; d < sv[i]->ndisks; d++) {
 			vmb_index *ix = &ixs[i][d];
 			for (uint64_t k = 0; k < ix->count; k++) {
+				const uint8_t *ids[2];
+				int nid = vmb_index_ids(ix, k, ids);
+				for (int q = 0; q < nid; q++) {
 				char hex[65];
-				if (ix->e[k].kind != VMB_CHUNK_DATA ||
-				    !vmb_idset_has(&c.bad, ix->e[k].id))
+				if (!vmb_idset_has(&c.bad, ids[q]))
 					continue;
-				vmb_hex(ix->e[k].id, 32, hex);
+				vmb_hex(ids[q], 32, hex);
 				if (fn)
 					fn(sv[i]->id, sv[i]->vm,
 					   sv[i]->disks[d].name,
 					   k * ix->chunk_size, hex,
-					   bad_reason(&c, ix->e[k].id), payload);
+					   bad_reason(&c, ids[q]), payload);
 				res->problems++;
+				}
 			}
 		}
 	rc = 0;

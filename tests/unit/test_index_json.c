@@ -108,10 +108,24 @@ static int dec(const uint8_t *buf, size_t len)
 		uint64_t n;
 		CHECK(vmb_index_count(ix.disk_size, ix.chunk_size, &n) == 0);
 		CHECK(n == ix.count);
-		CHECK(len == VMB_INDEX_HEADER_BYTES +
-			     ix.count * VMB_INDEX_ENTRY_BYTES);
-		for (uint64_t i = 0; i < ix.count; i++)
-			CHECK(ix.e[i].kind <= VMB_CHUNK_ZERO);
+		uint64_t want = VMB_INDEX_HEADER_BYTES +
+				ix.count * VMB_INDEX_ENTRY_BYTES;
+		for (uint64_t i = 0; i < ix.count; i++) {
+			const vmb_index_patch *p = vmb_index_patch_of(&ix, i);
+			CHECK(ix.e[i].kind <= VMB_CHUNK_PATCH);
+			if (!p)
+				continue;
+			want += 36 + 8ull * p->nruns;
+			CHECK(p->nruns >= 1 && p->nruns <= VMB_INDEX_MAX_RUNS);
+			for (uint32_t k = 0; k < p->nruns; k++) {
+				CHECK(p->runs[k].len > 0);
+				CHECK((uint64_t)p->runs[k].off + p->runs[k].len <=
+				      vmb_index_chunk_len(&ix, i));
+				CHECK(!k || p->runs[k].off >
+					    p->runs[k - 1].off + p->runs[k - 1].len);
+			}
+		}
+		CHECK(len == want);
 		vmb_index_free(&ix);
 	} else {
 		CHECK(ix.e == NULL && ix.count == 0);
@@ -135,7 +149,7 @@ static void test_index_hostile(void)
 	/* magic, version */
 	RESET(); b[0] = 'X';
 	CHECK_ERR(dec(b, len), VMB_ECORRUPT);
-	RESET(); vmb_put_le32(b + 4, 2);
+	RESET(); vmb_put_le32(b + 4, 3);
 	CHECK_ERR(dec(b, len), VMB_ENOTSUP);
 	/* entry size */
 	RESET(); vmb_put_le32(b + 8, 48);
@@ -477,10 +491,105 @@ static void test_json_invalid(void)
 	}
 }
 
+/* Patch entries (index version 2): round trip, copies, hostile tables. */
+static void test_index_patches(void)
+{
+	vmb_index ix, back, copy;
+	uint8_t *buf = NULL, *b, base[32];
+	size_t len = 0;
+	const uint8_t *ids[2];
+	vmb_index_run r1[] = { { 0, 4096 }, { 65536, 65536 } };
+	vmb_index_run r2[] = { { 100, 1 } };
+	vmb_index_run bad_overlap[] = { { 0, 4096 }, { 4096, 10 } };
+	vmb_index_run bad_out[] = { { 65530, 10 } };
+	vmb_index_run bad_empty[] = { { 5, 0 } };
+
+	test_random(base, 32, 77);
+	CHECK_OK(vmb_index_alloc(&ix, 4 * 131072 + 65536, 131072)); /* 5 */
+	fill_index(&ix, 9);
+	CHECK_OK(vmb_index_set_patch(&ix, 0, base, r1, 2));
+	CHECK_OK(vmb_index_set_patch(&ix, 4, NULL, r2, 1)); /* zero base */
+	/* runs must be increasing, apart, non-empty, inside the chunk */
+	CHECK_ERR(vmb_index_set_patch(&ix, 2, base, bad_overlap, 2),
+		  VMB_EINVAL);
+	CHECK_ERR(vmb_index_set_patch(&ix, 4, base, bad_out, 1), VMB_EINVAL);
+	CHECK_ERR(vmb_index_set_patch(&ix, 2, base, bad_empty, 1), VMB_EINVAL);
+	CHECK_ERR(vmb_index_set_patch(&ix, 2, base, r1, 0), VMB_EINVAL);
+	CHECK(ix.e[2].kind != VMB_CHUNK_PATCH);
+	test_random(ix.e[0].id, 32, 5);
+	test_random(ix.e[4].id, 32, 6);
+	CHECK(vmb_index_ids(&ix, 0, ids) == 2 && ids[1] != NULL &&
+	      memcmp(ids[1], base, 32) == 0 && ids[0] == ix.e[0].id);
+	CHECK(vmb_index_ids(&ix, 4, ids) == 1); /* a zero base is no object */
+	CHECK(vmb_index_ids(&ix, 1, ids) == 0); /* fill_index: zero */
+	CHECK(vmb_index_patch_bytes(vmb_index_patch_of(&ix, 0)) == 69632);
+	CHECK_OK(vmb_index_encode(&ix, &buf, &len));
+	CHECK(len == VMB_INDEX_HEADER_BYTES + 5 * VMB_INDEX_ENTRY_BYTES +
+		     (36 + 16) + (36 + 8));
+	CHECK(buf[4] == 2); /* version 2 only with patches */
+	CHECK_OK(dec(buf, len));
+	CHECK_OK(vmb_index_decode(buf, len, "ix", &back));
+	CHECK(back.e[0].kind == VMB_CHUNK_PATCH &&
+	      back.e[4].kind == VMB_CHUNK_PATCH);
+	CHECK(memcmp(back.e[0].id, ix.e[0].id, 32) == 0);
+	CHECK(memcmp(vmb_index_patch_of(&back, 0)->base, base, 32) == 0);
+	CHECK(vmb_index_patch_of(&back, 0)->runs[1].off == 65536);
+	CHECK(vmb_index_id_is_zero(vmb_index_patch_of(&back, 4)->base));
+	/* copying entries carries the patch record */
+	CHECK_OK(vmb_index_alloc(&copy, back.disk_size, back.chunk_size));
+	for (uint64_t i = 0; i < back.count; i++)
+		CHECK_OK(vmb_index_copy_entry(&copy, &back, i));
+	{
+		uint8_t *buf2 = NULL;
+		size_t len2 = 0;
+		CHECK_OK(vmb_index_encode(&copy, &buf2, &len2));
+		CHECK(len2 == len && memcmp(buf2, buf, len) == 0);
+		free(buf2);
+	}
+	vmb_index_free(&copy);
+	vmb_index_free(&back);
+
+	/* hostile patch tables */
+	b = malloc(len + 16);
+	size_t t0 = VMB_INDEX_HEADER_BYTES + 5 * VMB_INDEX_ENTRY_BYTES;
+#define PRESET() memcpy(b, buf, len)
+	PRESET(); CHECK_ERR(dec(b, len - 1), VMB_ECORRUPT);      /* truncated */
+	PRESET(); CHECK_ERR(dec(b, t0), VMB_ECORRUPT);           /* no table */
+	PRESET(); memset(b + len, 0, 8);
+	CHECK_ERR(dec(b, len + 8), VMB_ECORRUPT);                /* stray */
+	PRESET(); vmb_put_le32(b + t0 + 32, 0);
+	CHECK_ERR(dec(b, len), VMB_ECORRUPT);                    /* no runs */
+	PRESET(); vmb_put_le32(b + t0 + 32, 0xffffffffu);
+	CHECK_ERR(dec(b, len), VMB_ECORRUPT);                    /* absurd */
+	PRESET(); vmb_put_le32(b + t0 + 32, VMB_INDEX_MAX_RUNS + 1);
+	CHECK_ERR(dec(b, len), VMB_ECORRUPT);
+	PRESET(); vmb_put_le32(b + t0 + 36 + 8, 2048);           /* overlap */
+	CHECK_ERR(dec(b, len), VMB_ECORRUPT);
+	PRESET(); vmb_put_le32(b + t0 + 36 + 12, 131072);        /* past end */
+	CHECK_ERR(dec(b, len), VMB_ECORRUPT);
+	PRESET(); vmb_put_le32(b + t0 + 36 + 4, 0);              /* empty */
+	CHECK_ERR(dec(b, len), VMB_ECORRUPT);
+	PRESET(); vmb_put_le32(b + t0 + 52 + 36, 0xfffffff0u);   /* wraps */
+	CHECK_ERR(dec(b, len), VMB_ECORRUPT);
+	PRESET(); vmb_put_le32(b + t0 + 52 + 36 + 4, 65537);     /* last */
+	CHECK_ERR(dec(b, len), VMB_ECORRUPT);  /* chunk 4 is 65536 bytes */
+	PRESET(); b[VMB_INDEX_HEADER_BYTES + 2 * VMB_INDEX_ENTRY_BYTES] = 3;
+	CHECK_ERR(dec(b, len), VMB_ECORRUPT);                    /* kind 3 */
+	PRESET(); b[4] = 1;   /* a version-1 index has no patch entries */
+	CHECK_ERR(dec(b, len), VMB_ECORRUPT);
+	PRESET(); b[4] = 3;
+	CHECK_ERR(dec(b, len), VMB_ENOTSUP);
+#undef PRESET
+	free(b);
+	free(buf);
+	vmb_index_free(&ix);
+}
+
 int main(void)
 {
 	test_index_roundtrip();
 	test_index_hostile();
+	test_index_patches();
 	test_json_valid();
 	test_json_invalid();
 	return test_done();

@@ -20,7 +20,19 @@
 #include "disk/qcow2.h"
 #include "cbt.h"
 
-#define BITMAP_GRANULARITY 65536u
+/*
+ * Granularity of the bitmaps vmb adds: 4 KiB (a guest page, so scattered
+ * small writes cost the backup only what they wrote: docs/cbt.md,
+ * "Patches"), doubled until the bitmap has at most 2^24 bits (2 MiB on
+ * disk and in QEMU's memory): 4 KiB up to 64 GiB disks, 64 KiB at 1 TiB.
+ */
+static uint32_t bitmap_granularity(uint64_t size)
+{
+	uint32_t g = 4096;
+	while (g < (1u << 26) && size / g > (1u << 24))
+		g <<= 1;
+	return g;
+}
 
 int vmb_cbt_layers(vmb_disk *d, char ***out, size_t *n)
 {
@@ -346,6 +358,7 @@ static int plan_bitmap(vmb_disk *d, uint32_t cs, const vmb_cbt_parent *p,
 	vmb_qcow2 *q = NULL;
 	uint8_t *changed = NULL;
 	vmb_cbt_plan ranges = { 0 }; /* only .ranges/.nranges used */
+	uint32_t gran = bitmap_granularity(vmb_disk_size(d));
 	char why[600] = "", newname[64], ident[96];
 	int consistent = 1, usable = 0, fd, rc;
 	uint32_t rnd = 0;
@@ -468,7 +481,7 @@ static int plan_bitmap(vmb_disk *d, uint32_t cs, const vmb_cbt_parent *p,
 	snprintf(newname, sizeof newname, "vmb-%llu-%08x",
 		 (unsigned long long)(st->ok ? st->gen + 1 : 1), rnd);
 	{
-		vmb_qcow2_bitmap_edit e = { newname, BITMAP_GRANULARITY, 1,
+		vmb_qcow2_bitmap_edit e = { newname, gran, 1,
 					    remove, nremove };
 		rc = vmb_disk__qcow2_bitmaps_edit(fd, path, &e);
 	}
@@ -487,7 +500,7 @@ static int plan_bitmap(vmb_disk *d, uint32_t cs, const vmb_cbt_parent *p,
 		vmb_buf_printf(&b, ",\"generation\":%llu,\"granularity\":%u,"
 			       "\"top_after\":",
 			       (unsigned long long)(st->ok ? st->gen + 1 : 1),
-			       BITMAP_GRANULARITY);
+			       gran);
 		vmb_buf_json_str(&b, ident);
 		vmb_buf_puts(&b, "}");
 		plan->new_state = vmb_buf_detach(&b);

@@ -44,6 +44,8 @@ struct bctx {
 	uint8_t **obufs;
 	int nofree;
 	vmb_pool *store;        /* store stage: uploads sealed blobs */
+	vmb_pool *workers;      /* hash, compress, seal */
+	vmb_pool *readers;      /* patch runs: scattered reads in parallel */
 	uint8_t *mine;          /* per chunk: uploaded by this run */
 	const vmb_idset *damaged; /* chunks verify found damaged */
 	/* stats (under lock) */
@@ -59,6 +61,11 @@ struct job {
 	uint32_t len;
 	int patch; /* buf holds a patch's run bytes (index entry set) */
 	uint8_t *buf;
+	/* patches, until read: where the runs are */
+	vmb_disk *d;
+	uint64_t off;
+	vmb_index_run *runs;
+	uint32_t nruns;
 };
 
 static uint8_t *get_buf(struct bctx *c)
@@ -298,6 +305,32 @@ static int report(struct progress_state *ps, int force)
 	return 0;
 }
 
+/* Read stage of a patch: its runs, often scattered over the disk, are
+ * read by a pool of their own so that several reads are in flight. */
+static void read_job(void *arg, int worker)
+{
+	struct job *j = arg;
+	struct bctx *c = j->c;
+	uint64_t pos = 0;
+	int rc = 0;
+	(void)worker;
+	for (uint32_t k = 0; k < j->nruns && !rc && !c->err; k++) {
+		rc = vmb_disk_read(j->d, j->buf + pos, j->off + j->runs[k].off,
+				   j->runs[k].len);
+		pos += j->runs[k].len;
+	}
+	free(j->runs);
+	j->runs = NULL;
+	if (rc)
+		set_err(c, rc);
+	if (rc || c->err) {
+		put_buf(c, j->buf);
+		free(j);
+		return;
+	}
+	vmb_pool_submit(c->workers, chunk_job, j);
+}
+
 /* 1 if an entry of the parent references a chunk verify found damaged. */
 static int parent_damaged(const struct bctx *c, uint64_t i)
 {
@@ -336,7 +369,7 @@ static int merge_runs(const vmb_index_run *a, uint32_t na,
 /*
  * Change tracking says chunk @i changed and knows where: if only a small
  * part of it did (with what earlier patches since its base replaced, at
- * most a quarter), read just those ranges and queue a patch over the
+ * most half), read just those ranges and queue a patch over the
  * parent's base instead of the whole chunk.  @return 1 queued, 0 not a
  * case for a patch (read the chunk whole), or an error.
  */
@@ -386,31 +419,30 @@ static int try_patch(struct bctx *c, vmb_pool *pool, vmb_disk *d,
 		return 0;
 	for (int k = 0; k < nall; k++)
 		total += all[k].len;
-	if (total > len / 4)
+	if (total > len / 2)
 		return 0; /* most of it: a whole new chunk is better */
 	rc = vmb_index_set_patch(c->ix, i, base, all, (uint32_t)nall);
 	if (rc)
 		return rc;
-	if (!(j = vmb_malloc(sizeof *j)))
+	if (!c->readers && (rc = vmb_pool_new(8, 16, &c->readers)))
+		return rc;
+	if (!(j = vmb_calloc(1, sizeof *j)) ||
+	    !(j->runs = vmb_malloc((size_t)nall * sizeof *all))) {
+		free(j);
 		return VMB_ENOMEM;
+	}
+	memcpy(j->runs, all, (size_t)nall * sizeof *all);
+	j->nruns = (uint32_t)nall;
 	j->c = c;
 	j->idx = i;
 	j->len = (uint32_t)total;
 	j->patch = 1;
+	j->d = d;
+	j->off = off;
 	j->buf = get_buf(c);
-	total = 0;
-	for (int k = 0; k < nall && !rc; k++) {
-		rc = vmb_disk_read(d, j->buf + total, off + all[k].off,
-				   all[k].len);
-		total += all[k].len;
-	}
 	*bytes_read += total;
-	if (rc) {
-		put_buf(c, j->buf);
-		free(j);
-		return rc;
-	}
-	vmb_pool_submit(pool, chunk_job, j);
+	(void)pool;
+	vmb_pool_submit(c->readers, read_job, j);
 	return 1;
 }
 
@@ -909,6 +941,7 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 	rc = vmb_pool_new(nthreads, nthreads * 2, &pool);
 	if (rc)
 		goto out;
+	c.workers = pool;
 
 	for (size_t i = 0; i < nsrc && !rc; i++) {
 		vmb_mdisk *m = &snap.disks[i];
@@ -1010,6 +1043,8 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 			used_parent = 1;
 		ps.p.item = m->name;
 		rc = backup_disk(&c, pool, disks[i], &ps, &res->bytes_read);
+		if (c.readers)
+			vmb_pool_wait(c.readers); /* they feed the workers */
 		vmb_pool_wait(pool);    /* workers first: they feed the store */
 		vmb_pool_wait(c.store); /* every chunk stored before the index */
 		c.changed = NULL;
@@ -1106,6 +1141,7 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 	res->seconds = vmb_now() - t0;
 	vmb_repo__cache_save(r);
 out:
+	vmb_pool_free(c.readers); /* waits; feeds the workers */
 	if (pool) {
 		vmb_pool_wait(pool);
 		vmb_pool_free(pool);

@@ -9,6 +9,9 @@ build_pkgs=(cmake make gcc pkg-config python3 libzstd-dev libsodium-dev
 	libvirt-dev libunicorn-dev zlib1g-dev qemu-utils)
 test_pkgs=(clang libclang-rt-14-dev nfs-ganesha nfs-ganesha-vfs rpcbind
 	libnfs-utils zstd curl python3)
+# libarchive-dev: headers only; libvmbackup dlopen()s libarchive.so.13
+# (package libarchive13, pulled in by libarchive-dev) on the first export
+# or import, and needs it at run time for those two commands only.
 pkgs=("${build_pkgs[@]}")
 [ "$what" = test ] && pkgs+=("${test_pkgs[@]}")
 missing=()

@@ -34,6 +34,8 @@
 #include "common/util.h"
 #include "disk/format.h"
 #include "repo_internal.h"
+/* libarchive is loaded on first use: archive_* are its function table */
+#include "archive_dl.h"
 
 #define X_MAGIC "VMBX"
 #define X_VERSION 1
@@ -513,6 +515,9 @@ VMB_EXTERN(int) vmb_repo_export(vmb_repo *r, const char *snap_ref,
 	if (opts->format && (!vmb_disk_format_extension(opts->format)))
 		return vmb_error_set(VMB_EINVAL, "unknown disk format '%s'",
 				     opts->format);
+	rc = vmb_archive_load("export");
+	if (rc)
+		return rc;
 	rc = vmb_repo_snapshot_find(r, snap_ref, &s);
 	if (rc)
 		return rc;
@@ -1517,6 +1522,9 @@ VMB_EXTERN(int) vmb_repo_import(vmb_repo *r, const char *archive,
 	s.fd = -1;
 	s.path = archive;
 
+	rc = vmb_archive_load("import");
+	if (rc)
+		return rc;
 	s.fd = open(archive, O_RDONLY | O_CLOEXEC);
 	if (s.fd < 0 || fstat(s.fd, &ast) != 0)
 		return vmb_error_set(errno == ENOENT ? VMB_ENOTFOUND : VMB_EIO,

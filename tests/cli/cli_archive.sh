@@ -3,7 +3,8 @@
 # restore is byte-identical (raw with holes, random and text data, and
 # qcow2/VMDK/VDI archives); encrypted exports hold no plaintext; OVAs
 # (streamOptimized VMDK + OVF) import; hostile archives are refused with
-# one line and nothing imported.
+# one line and nothing imported; without a loadable libarchive, export and
+# import fail with one line and everything else works.
 . "$TESTLIB"
 export VMB_KDF_OPSLIMIT=1 VMB_KDF_MEMLIMIT=8388608
 export VMB_PASSPHRASE=archive-pass
@@ -40,6 +41,24 @@ check "import --help describes hostile archives" grep -qi hostile "$T/help"
 expect_exit 2 "export without OUT" "$VMB" export "$R" latest
 expect_exit 2 "export with an unknown format" "$VMB" export "$R" latest "$T/x.tar" --format iso
 expect_exit 2 "import without ARCHIVE" "$VMB" import "$R"
+
+# ---- libarchive is loaded on first use (docs/archives.md) ----
+if command -v readelf >/dev/null; then
+	check "vmb does not link libarchive" sh -c "! readelf -d '$VMB' | grep -q 'NEEDED.*libarchive'"
+fi
+# a broken libarchive.so.13 found first: other commands do not notice,
+# export and import fail with one line naming the package
+mkdir -p "$T/nolib"
+: >"$T/nolib/libarchive.so.13"
+expect_exit 0 "snapshots without a working libarchive" env LD_LIBRARY_PATH="$T/nolib" "$VMB" snapshots "$R"
+expect_exit 1 "export without a working libarchive" env LD_LIBRARY_PATH="$T/nolib" "$VMB" export "$R" latest "$T/nolib.tar"
+one_line "export without a working libarchive"
+check "export names libarchive and its package" grep -q 'export needs libarchive (libarchive.so.13): .*install the libarchive13 package' "$T/err"
+check "nothing written without libarchive" test ! -e "$T/nolib.tar" -a ! -e "$T/nolib.tar.tmp"
+expect_exit 1 "import without a working libarchive" env LD_LIBRARY_PATH="$T/nolib" "$VMB" import "$R" "$T/vm.img"
+one_line "import without a working libarchive"
+check "import names libarchive and its package" grep -q 'import needs libarchive (libarchive.so.13): .*install the libarchive13 package' "$T/err"
+check "nothing imported without libarchive" test "$(nsnaps "$R")" = 1
 
 # ---- plain export -> second repository -> restore ----
 expect_exit 0 "plain export" "$VMB" export "$R" guest@latest "$T/plain.tar" --no-encrypt --json

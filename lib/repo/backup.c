@@ -926,7 +926,9 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 		c.nfree++;
 	}
 	for (int i = 0; i < nobufs; i++) {
-		c.obufs[i] = vmb_malloc(c.outcap);
+		/* page-aligned: the local target can write it with O_DIRECT */
+		if (posix_memalign((void **)&c.obufs[i], 4096, c.outcap))
+			c.obufs[i] = NULL;
 		if (!c.obufs[i]) {
 			rc = VMB_ENOMEM;
 			goto out;

@@ -12,6 +12,10 @@ test_pkgs=(clang libclang-rt-14-dev nfs-ganesha nfs-ganesha-vfs rpcbind
 # libarchive-dev: headers only; libvmbackup dlopen()s libarchive.so.13
 # (package libarchive13, pulled in by libarchive-dev) on the first export
 # or import, and needs it at run time for those two commands only.
+# libcurl4-openssl-dev: headers only as well; libvmbackup dlopen()s
+# libcurl.so.4 (package libcurl4, pulled in by libcurl4-openssl-dev) the
+# first time a process opens an s3: repository, and needs it at run time
+# for S3 storage only.
 pkgs=("${build_pkgs[@]}")
 [ "$what" = test ] && pkgs+=("${test_pkgs[@]}")
 missing=()

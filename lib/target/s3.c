@@ -1,5 +1,6 @@
 /*
- * S3 backend: S3-compatible object stores through libcurl.
+ * S3 backend: S3-compatible object stores through libcurl, which is
+ * loaded at run time when the first s3: URL is opened (curl_dl.h).
  *
  * URL: s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX][?addressing=virtual|path]
  * [&region=R].  Credentials come from AWS_ACCESS_KEY_ID,
@@ -40,6 +41,8 @@
 #include <curl/curl.h>
 #include <sodium.h>
 #include "common/util.h"
+/* libcurl is loaded on first use: curl_* are its function table */
+#include "curl_dl.h"
 #include "sigv4.h"
 #include "target.h"
 
@@ -70,14 +73,7 @@ struct s3 {
 	int npool;
 };
 
-/* ---- process-wide libcurl set-up ---- */
-
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static CURLcode curl_init_rc;
-static void curl_init_once(void)
-{
-	curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
+/* ---- libcurl share locks ---- */
 
 static void share_lock(CURL *h, curl_lock_data d, curl_lock_access a,
 		       void *p)
@@ -1249,10 +1245,11 @@ static int s3_open(const char *url, vmb_target **out)
 	const char *ak, *sk, *tk, *rg, *ca;
 	int r;
 
-	pthread_once(&curl_once, curl_init_once);
-	if (curl_init_rc != CURLE_OK)
-		return vmb_error_set(VMB_EIO, "%s: cannot initialise libcurl",
-				     url);
+	/* loads libcurl and runs curl_global_init() once per process
+	   (curl_dl.c); VMB_ENOTSUP, one line, when it is not installed */
+	r = vmb_curl_load("S3 storage");
+	if (r)
+		return r;
 	s = vmb_calloc(1, sizeof *s);
 	if (!s)
 		return VMB_ENOMEM;

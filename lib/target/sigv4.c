@@ -5,6 +5,9 @@
 #include <sodium.h>
 #include "common/util.h"
 #include "sigv4.h"
+/* after <curl/curl.h> (sigv4.h): curl_* are the loaded function table;
+   the caller (s3_open, via vmb_curl_load) has loaded libcurl */
+#include "curl_dl.h"
 
 void vmb_sigv4_sha256_hex(const void *data, size_t len, char out[65])
 {

@@ -24,7 +24,8 @@ typedef struct vmb_sigv4 {
 /*
  * Set up @p h to sign its next request and append the signing headers to
  * *hdrs.  @p body / @p len is the exact payload (NULL, 0 for none), or
- * body == VMB_SIGV4_UNSIGNED to send "UNSIGNED-PAYLOAD".
+ * body == VMB_SIGV4_UNSIGNED to send "UNSIGNED-PAYLOAD".  libcurl is
+ * loaded at run time: vmb_curl_load() (curl_dl.h) must have succeeded.
  * @return 0 or VMB_ENOMEM / VMB_EINVAL (error set).
  */
 int vmb_sigv4_setup(CURL *h, const vmb_sigv4 *cred, struct curl_slist **hdrs,

@@ -1,5 +1,6 @@
 # Failures through vmb: the right exit code (1 error, 3 damaged data), one
-# "vmb: ..." line on stderr, and never a wrong or partial restored image.
+# "vmb: ..." line on stderr, and never a wrong or partial restored image;
+# without a loadable libcurl, s3: repositories fail with one line.
 . "$TESTLIB"
 export VMB_KDF_OPSLIMIT=1 VMB_KDF_MEMLIMIT=8388608
 command -v python3 >/dev/null || skip "python3 is needed"
@@ -160,6 +161,22 @@ printf '{"version":1,"kdf":"argon2id13","opslimit":1}' >"$T/r/keys/default"
 rc=$?
 check "a damaged key file fails (exit $rc)" test "$rc" = 1 -o "$rc" = 3
 one_line "damaged key file"
+
+# ---- S3 without a working libcurl (loaded on first use, docs/storage.md) ----
+if command -v readelf >/dev/null; then
+	check "vmb does not link libcurl" sh -c "! readelf -d '$VMB' | grep -q 'NEEDED.*libcurl'"
+fi
+# a broken libcurl.so.4 found first: local repositories do not notice,
+# s3: ones fail with one line naming the package, before any request
+mkdir -p "$T/nocurl"
+: >"$T/nocurl/libcurl.so.4"
+NOCURL=(env LD_LIBRARY_PATH="$T/nocurl" AWS_ACCESS_KEY_ID=AKIDEXAMPLE AWS_SECRET_ACCESS_KEY=secret)
+expect_exit 0 "local snapshots without a working libcurl" "${NOCURL[@]}" "$VMB" snapshots "$BASE"
+expect_exit 1 "S3 init without a working libcurl" "${NOCURL[@]}" "$VMB" init "s3:http://127.0.0.1:9/vmb-nocurl"
+one_line "S3 init without a working libcurl"
+check "S3 init names libcurl and its package" grep -q 'S3 storage needs libcurl (libcurl.so.4): .*install the libcurl4 package' "$T/err"
+expect_exit 1 "S3 snapshots without a working libcurl" "${NOCURL[@]}" "$VMB" snapshots "s3:http://127.0.0.1:9/vmb-nocurl"
+one_line "S3 snapshots without a working libcurl"
 
 # the base repository is still fine after all this
 expect_exit 0 "base check" "$VMB" check "$BASE"

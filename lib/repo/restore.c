@@ -26,12 +26,25 @@ struct slot {
 	char msg[1024];
 };
 
-/* Unordered writers (raw): each worker fetches, decodes and writes. */
+/*
+ * Unordered writers (raw): each worker fetches and decodes a chunk into a
+ * free buffer and queues it; whichever worker finds no write in progress
+ * writes queued buffers until the queue is empty.  One write at a time:
+ * concurrent pwrites to one file only contend for its inode lock (the
+ * waiter spins on a core that could be decoding), and a worker that finds
+ * a write in progress goes back to decoding instead.
+ */
 struct direct {
 	pthread_mutex_t lock;
+	pthread_cond_t freed;  /* a buffer went back on the free list */
 	uint64_t written;
 	int err;
 	char msg[1024];
+	int *free_;            /* slot numbers of free buffers (a stack) */
+	int nfree;
+	int *queue;            /* decoded, waiting to be written (FIFO) */
+	int qhead, qlen, qcap;
+	int writing;           /* a worker is draining the queue */
 };
 
 struct rctx {
@@ -71,28 +84,74 @@ static void fetch_job(void *arg, int worker)
 	free(j);
 }
 
+/* Record the first failure of the unordered path (d->lock held). */
+static void direct_fail(struct direct *d, int rc)
+{
+	if (!d->err) {
+		d->err = rc;
+		snprintf(d->msg, sizeof d->msg, "%s", vmb_error_message());
+	}
+}
+
 static void direct_job(void *arg, int worker)
 {
 	struct rjob *j = arg;
 	struct rctx *c = j->c;
-	struct slot *s = &c->slots[worker]; /* the worker's own buffer */
+	struct direct *d = &c->d;
+	struct slot *s;
 	size_t got = 0;
-	int rc = 0;
-	if (c->d.err)
+	int rc = 0, n;
+
+	pthread_mutex_lock(&d->lock);
+	while (!d->err && !d->nfree)
+		pthread_cond_wait(&d->freed, &d->lock);
+	if (d->err) {
+		pthread_mutex_unlock(&d->lock);
 		goto out;
+	}
+	n = d->free_[--d->nfree];
+	pthread_mutex_unlock(&d->lock);
+	s = &c->slots[n];
 	rc = vmb_repo__read_entry(c->r, c->ix, j->idx, c->dctx[worker],
 				  s->buf, &got);
-	if (!rc)
-		rc = vmb_disk__writer_write_at(j->w, j->idx * c->ix->chunk_size,
-					       s->buf, got);
-	pthread_mutex_lock(&c->d.lock);
-	if (rc && !c->d.err) {
-		c->d.err = rc;
-		snprintf(c->d.msg, sizeof c->d.msg, "%s", vmb_error_message());
-	} else if (!rc) {
-		c->d.written += got;
+	s->idx = j->idx;
+	s->len = got;
+	pthread_mutex_lock(&d->lock);
+	if (rc) {
+		direct_fail(d, rc);
+		d->free_[d->nfree++] = n;
+		pthread_cond_broadcast(&d->freed);
+		pthread_mutex_unlock(&d->lock);
+		goto out;
 	}
-	pthread_mutex_unlock(&c->d.lock);
+	d->queue[(d->qhead + d->qlen++) % d->qcap] = n;
+	if (d->writing) { /* the worker writing now takes it too */
+		pthread_mutex_unlock(&d->lock);
+		goto out;
+	}
+	d->writing = 1;
+	while (d->qlen) {
+		n = d->queue[d->qhead];
+		d->qhead = (d->qhead + 1) % d->qcap;
+		d->qlen--;
+		s = &c->slots[n];
+		rc = 0;
+		if (!d->err) {
+			pthread_mutex_unlock(&d->lock);
+			rc = vmb_disk__writer_write_at(
+				j->w, s->idx * c->ix->chunk_size, s->buf,
+				s->len);
+			pthread_mutex_lock(&d->lock);
+		}
+		if (rc)
+			direct_fail(d, rc);
+		else if (!d->err)
+			d->written += s->len;
+		d->free_[d->nfree++] = n;
+		pthread_cond_broadcast(&d->freed);
+	}
+	d->writing = 0;
+	pthread_mutex_unlock(&d->lock);
 out:
 	free(j);
 }
@@ -123,6 +182,7 @@ static int restore_disk(vmb_repo *r, const vmb_mdisk *m, const char *path,
 	c.ix = &ix;
 	pthread_mutex_init(&c.lock, NULL);
 	pthread_mutex_init(&c.d.lock, NULL);
+	pthread_cond_init(&c.d.freed, NULL);
 	pthread_cond_init(&c.cv, NULL);
 	order = vmb_malloc((ix.count ? ix.count : 1) * sizeof *order);
 	c.slots = vmb_calloc((size_t)window, sizeof *c.slots);
@@ -157,7 +217,17 @@ static int restore_disk(vmb_repo *r, const vmb_mdisk *m, const char *path,
 	if (rc)
 		goto out;
 	if (vmb_disk__writer_unordered(w)) {
-		/* raw: no single writer in the way; workers write directly */
+		/* raw: no ordering; the workers write, one at a time (struct
+		 * direct), from a free list of all the window's buffers */
+		c.d.free_ = vmb_malloc((size_t)window * sizeof *c.d.free_);
+		c.d.queue = vmb_malloc((size_t)window * sizeof *c.d.queue);
+		if (!c.d.free_ || !c.d.queue) {
+			rc = VMB_ENOMEM;
+			goto out;
+		}
+		for (int i = 0; i < window; i++)
+			c.d.free_[c.d.nfree++] = i;
+		c.d.qcap = window;
 		for (uint64_t k = 0; k < ndata && !c.d.err; k++) {
 			struct rjob *j = vmb_malloc(sizeof *j);
 			if (!j) {
@@ -247,10 +317,13 @@ out:
 			ZSTD_freeDCtx(c.dctx[i]);
 	free(c.slots);
 	free(c.dctx);
+	free(c.d.free_);
+	free(c.d.queue);
 	free(order);
 	vmb_index_free(&ix);
 	pthread_mutex_destroy(&c.lock);
 	pthread_mutex_destroy(&c.d.lock);
+	pthread_cond_destroy(&c.d.freed);
 	pthread_cond_destroy(&c.cv);
 	return rc;
 }

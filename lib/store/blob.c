@@ -149,7 +149,12 @@ int vmb_blob_decode(const vmb_keys *k, int type, const uint8_t *bind,
 	if (!ad)
 		return vmb_error_set(VMB_ENOMEM, "out of memory");
 	if (k->encrypted) {
-		payload = blob + VMB_BLOB_HEADER_BYTES + VMB_SEAL_NONCE_BYTES;
+		/* a compressed payload is decrypted in place, then
+		 * decompressed into out; a stored one straight into out */
+		payload = (flags & VMB_BLOB_F_ZSTD)
+				  ? blob + VMB_BLOB_HEADER_BYTES +
+					    VMB_SEAL_NONCE_BYTES
+				  : out;
 		if (vmb_crypto_open(k, ad, adlen, blob + VMB_BLOB_HEADER_BYTES,
 				    bloblen - VMB_BLOB_HEADER_BYTES, payload))
 			r = vmb_error_set(VMB_ECORRUPT, "%s: authentication "
@@ -176,7 +181,7 @@ int vmb_blob_decode(const vmb_keys *k, int type, const uint8_t *bind,
 		if (ZSTD_isError(n) || n != plain)
 			return vmb_error_set(VMB_ECORRUPT, "%s: cannot "
 					     "decompress", what);
-	} else if (plain) {
+	} else if (plain && payload != out) {
 		memcpy(out, payload, plain);
 	}
 	*outlen = plain;

@@ -44,8 +44,9 @@ int vmb_blob_encode(const vmb_keys *k, int type, const uint8_t *bind,
 		    ZSTD_CCtx *cctx, uint8_t *out, size_t *outlen);
 
 /*
- * Decode @blob (modified in place) into @out (capacity @cap).  Checks the
- * frame, authenticates, decompresses; the plaintext length must be <= cap.
+ * Decode @blob (modified in place) into @out (capacity @cap, not
+ * overlapping @blob).  Checks the frame, authenticates, decompresses; the
+ * plaintext length must be <= cap.  On failure @out may have been written.
  * @what names the object in messages.  VMB_ECORRUPT on any damage.
  */
 int vmb_blob_decode(const vmb_keys *k, int type, const uint8_t *bind,

@@ -463,6 +463,32 @@ static void test_backup_restore(void)
 	vmb_repo_close(r);
 }
 
+/*
+ * Raw restores queue decoded chunks for one writer at a time (the others
+ * go on decoding): any number of workers gives the same bytes.
+ */
+static void test_restore_threads(void)
+{
+	const char *orig = P("mixed.orig");
+	vmb_repo *r = open_repo(P("r-enc"), PASS);
+	vmb_restore_options ro = VMB_RESTORE_OPTIONS_INIT;
+	vmb_restore_result rr;
+	int threads[] = { 1, 3, 8 };
+	char out[64];
+	if (!r)
+		return;
+	ro.format = "raw";
+	for (size_t i = 0; i < sizeof threads / sizeof threads[0]; i++) {
+		ro.threads = threads[i];
+		snprintf(out, sizeof out, "outt%d", threads[i]);
+		CHECK_OK(vmb_repo_restore(r, snap1, P(out), &ro, &rr));
+		snprintf(out, sizeof out, "outt%d/mixed.img", threads[i]);
+		CHECK(same_file(orig, P(out)));
+		CHECK(allocated(P(out)) < file_size(orig) / 2); /* sparse */
+	}
+	vmb_repo_close(r);
+}
+
 static void test_random_reads(void)
 {
 	const char *img = P("mixed.orig");
@@ -868,6 +894,19 @@ static void test_check_and_damage(void)
 	CHECK_ERR(vmb_repo_restore(r, snap1, P("outd2"), NULL, &rr),
 		  VMB_ECORRUPT);
 	CHECK(!exists(P("outd2/mixed.img")));
+	/* extended, a little and by more than a whole chunk */
+	test_sh("cp '%s.bak' '%s' && printf 'xyz' >> '%s'", chunk, chunk,
+		chunk);
+	CHECK_ERR(vmb_repo_restore(r, snap1, P("outd2b"), NULL, &rr),
+		  VMB_ECORRUPT);
+	CHECK(strstr(vmb_error_message(), "too long") != NULL);
+	CHECK(!exists(P("outd2b/mixed.img")));
+	test_sh("cp '%s.bak' '%s' && head -c %d /dev/zero >> '%s'", chunk,
+		chunk, 2 * CS, chunk);
+	CHECK_ERR(vmb_repo_restore(r, snap1, P("outd2c"), NULL, &rr),
+		  VMB_ECORRUPT);
+	CHECK(strstr(vmb_error_message(), "too long") != NULL);
+	CHECK(!exists(P("outd2c/mixed.img")));
 	/* swapped for another valid chunk: the binding catches it */
 	test_sh("cp '%s' '%s'", chunk2, chunk);
 	CHECK_ERR(vmb_repo_restore(r, snap1, P("outd3"), NULL, &rr),
@@ -981,6 +1020,7 @@ int main(void)
 	setenv("XDG_CACHE_HOME", P("cache"), 1);
 	test_init_open();
 	test_backup_restore();
+	test_restore_threads();
 	test_random_reads();
 	test_sparse();
 	test_refs();

@@ -3,11 +3,11 @@
  */
 #define VMB_ARCHIVE_DL_NO_MACROS
 #include "archive_dl.h"
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include "vmbackup/common.h"
+#include "common/dynlib.h"
 
 struct vmb_archive_fn vmb_archive_fn;
 
@@ -16,40 +16,25 @@ static const char *test_path; /* vmb_archive_set_path_for_tests() */
 static int load_failed;
 static char load_error[512]; /* why loading failed, for every caller */
 
-static void why(const char *s)
-{
-	snprintf(load_error, sizeof load_error, "%s",
-		 s && *s ? s : "unknown error");
-}
-
 static void load(void)
 {
 	const char *path = test_path ? test_path : VMB_ARCHIVE_SONAME;
 	struct vmb_archive_fn t;
-	void *h;
+	static const char *const names[] = {
+#define VMB_ARCHIVE_FN_NAME(f) #f,
+		VMB_ARCHIVE_FUNCS(VMB_ARCHIVE_FN_NAME)
+#undef VMB_ARCHIVE_FN_NAME
+	};
+	void *p[sizeof names / sizeof names[0]];
+	size_t i = 0;
 
 	load_failed = 1;
-	dlerror();
-	h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-	if (!h) {
-		why(dlerror());
+	if (vmb_dynlib_open(path, names, p, sizeof names / sizeof names[0],
+			    load_error, sizeof load_error))
 		return;
-	}
-#define VMB_ARCHIVE_FN_LOAD(f)                                          \
-	dlerror();                                                       \
-	t.p_##f = (__typeof__(t.p_##f))dlsym(h, #f);                    \
-	if (!t.p_##f) {                                                  \
-		const char *e = dlerror();                               \
-		if (e)                                                   \
-			why(e);                                          \
-		else                                                     \
-			snprintf(load_error, sizeof load_error,          \
-				 "%s: %s is NULL", path, #f);            \
-		dlclose(h);                                              \
-		return;                                                  \
-	}
-	VMB_ARCHIVE_FUNCS(VMB_ARCHIVE_FN_LOAD)
-#undef VMB_ARCHIVE_FN_LOAD
+#define VMB_ARCHIVE_FN_SET(f) t.p_##f = (__typeof__(t.p_##f))p[i++];
+	VMB_ARCHIVE_FUNCS(VMB_ARCHIVE_FN_SET)
+#undef VMB_ARCHIVE_FN_SET
 	/* never closed: the table stays valid for the life of the process */
 	vmb_archive_fn = t;
 	load_failed = 0;

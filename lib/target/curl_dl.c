@@ -3,11 +3,11 @@
  */
 #define VMB_CURL_DL_NO_MACROS
 #include "curl_dl.h"
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include "vmbackup/common.h"
+#include "common/dynlib.h"
 
 struct vmb_curl_fn vmb_curl_fn;
 
@@ -28,30 +28,21 @@ static void load(void)
 	const char *path = test_path ? test_path : VMB_CURL_SONAME;
 	struct vmb_curl_fn t;
 	CURLcode c;
-	void *h;
+	static const char *const names[] = {
+#define VMB_CURL_FN_NAME(f) #f,
+		VMB_CURL_FUNCS(VMB_CURL_FN_NAME)
+#undef VMB_CURL_FN_NAME
+	};
+	void *p[sizeof names / sizeof names[0]];
+	size_t i = 0;
 
 	load_failed = 1;
-	dlerror();
-	h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-	if (!h) {
-		why(dlerror());
+	if (vmb_dynlib_open(path, names, p, sizeof names / sizeof names[0],
+			    load_error, sizeof load_error))
 		return;
-	}
-#define VMB_CURL_FN_LOAD(f)                                             \
-	dlerror();                                                       \
-	t.p_##f = (__typeof__(t.p_##f))dlsym(h, #f);                    \
-	if (!t.p_##f) {                                                  \
-		const char *e = dlerror();                               \
-		if (e)                                                   \
-			why(e);                                          \
-		else                                                     \
-			snprintf(load_error, sizeof load_error,          \
-				 "%s: %s is NULL", path, #f);            \
-		dlclose(h);                                              \
-		return;                                                  \
-	}
-	VMB_CURL_FUNCS(VMB_CURL_FN_LOAD)
-#undef VMB_CURL_FN_LOAD
+#define VMB_CURL_FN_SET(f) t.p_##f = (__typeof__(t.p_##f))p[i++];
+	VMB_CURL_FUNCS(VMB_CURL_FN_SET)
+#undef VMB_CURL_FN_SET
 	load_failed = 0;
 	/*
 	 * Before any other libcurl function, once per process: here, inside

@@ -1013,6 +1013,111 @@ static void test_lock(void)
 	vmb_repo_close(b);
 }
 
+/* Store @len bytes as a chunk object; its id in @id. */
+static void put_chunk(vmb_repo *r, const uint8_t *data, size_t len,
+		      uint8_t id[32])
+{
+	char name[80];
+	uint64_t stored = 0;
+	vmb_crypto_chunk_id(&r->keys, data, len, id);
+	vmb_chunk_name(id, name);
+	CHECK_OK(vmb_repo__put_blob(r, VMB_BLOB_CHUNK, name, id, 32, data,
+				    len, &stored));
+}
+
+/*
+ * The entry reader (lib/repo/entry.c) on hand-made patch entries: a patch
+ * over a stored base and over zeros gives the base with the runs
+ * replaced; a patch object longer or shorter than its runs, a base of the
+ * wrong length, a missing patch object or base: VMB_ECORRUPT naming the
+ * patch or base and the disk offset, never bytes from the wrong place.
+ */
+static void test_patch_entries(void)
+{
+	const char *url = P("r-patch");
+	vmb_repo_init_options io = VMB_REPO_INIT_OPTIONS_INIT;
+	vmb_repo *r;
+	vmb_index ix;
+	uint8_t *base = malloc(CS), *want = malloc(CS), *out = malloc(CS);
+	uint8_t patch[3 * 4096], bid[32], pid[32], sid[32], lid[32], gone[32];
+	vmb_index_run runs[] = { { 0, 4096 }, { 8192, 8192 } };
+	size_t len = 0;
+
+	io.chunk_size = CS;
+	CHECK_OK(vmb_repo_init(url, PASS, &io));
+	if (!(r = open_repo(url, PASS)) || !base || !want || !out)
+		goto out;
+	fill_text(base, CS, 11);
+	fill_text(patch, sizeof patch, 12);
+	put_chunk(r, base, CS, bid);
+	put_chunk(r, patch, sizeof patch, pid);
+	put_chunk(r, patch, 4096, sid);           /* too short for the runs */
+	put_chunk(r, base, CS - 1000, lid);       /* base of the wrong size */
+	memset(gone, 0x5a, sizeof gone);          /* never stored */
+	CHECK_OK(vmb_index_alloc(&ix, 2 * (uint64_t)CS, CS));
+
+	/* a patch over a stored base */
+	CHECK_OK(vmb_index_set_patch(&ix, 1, bid, runs, 2));
+	memcpy(ix.e[1].id, pid, 32);
+	memcpy(want, base, CS);
+	memcpy(want, patch, 4096);
+	memcpy(want + 8192, patch + 4096, 8192);
+	memset(out, 0xee, CS);
+	CHECK_OK(vmb_repo__read_entry(r, &ix, 1, NULL, out, &len));
+	CHECK(len == CS && memcmp(out, want, CS) == 0);
+	/* a whole-chunk entry and a zero entry beside it */
+	ix.e[0].kind = VMB_CHUNK_ZERO;
+	CHECK_OK(vmb_repo__read_entry(r, &ix, 0, NULL, out, &len));
+	CHECK(len == CS && vmb_is_zero(out, CS));
+	vmb_index_free(&ix);
+
+	/* over zeros */
+	CHECK_OK(vmb_index_alloc(&ix, 2 * (uint64_t)CS, CS));
+	CHECK_OK(vmb_index_set_patch(&ix, 0, NULL, runs, 2));
+	memcpy(ix.e[0].id, pid, 32);
+	memset(want, 0, CS);
+	memcpy(want, patch, 4096);
+	memcpy(want + 8192, patch + 4096, 8192);
+	CHECK_OK(vmb_repo__read_entry(r, &ix, 0, NULL, out, &len));
+	CHECK(len == CS && memcmp(out, want, CS) == 0);
+	vmb_index_free(&ix);
+
+	struct { const uint8_t *base, *patch; const char *says; } bad[] = {
+		{ bid, sid, "patch for offset" },      /* 4096 of 12288 */
+		{ lid, pid, "base chunk for offset" }, /* CS - 1000 bytes */
+		{ bid, gone, "patch for offset" },     /* missing patch */
+		{ gone, pid, "base of the patch for offset" },
+	};
+	for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+		CHECK_OK(vmb_index_alloc(&ix, 2 * (uint64_t)CS, CS));
+		CHECK_OK(vmb_index_set_patch(&ix, 1, bad[k].base, runs, 2));
+		memcpy(ix.e[1].id, bad[k].patch, 32);
+		CHECK_ERR(vmb_repo__read_entry(r, &ix, 1, NULL, out, &len),
+			  VMB_ECORRUPT);
+		char at[64];
+		snprintf(at, sizeof at, "offset %u", CS); /* entry 1 */
+		CHECK(strstr(vmb_error_message(), bad[k].says) != NULL);
+		CHECK(strstr(vmb_error_message(), at) != NULL);
+		vmb_index_free(&ix);
+	}
+	/* a patch longer than its runs: runs of 4096 bytes, object 12288 */
+	{
+		vmb_index_run one[] = { { 4096, 4096 } };
+		CHECK_OK(vmb_index_alloc(&ix, 2 * (uint64_t)CS, CS));
+		CHECK_OK(vmb_index_set_patch(&ix, 1, bid, one, 1));
+		memcpy(ix.e[1].id, pid, 32);
+		CHECK_ERR(vmb_repo__read_entry(r, &ix, 1, NULL, out, &len),
+			  VMB_ECORRUPT);
+		CHECK(strstr(vmb_error_message(), "patch for offset") != NULL);
+		vmb_index_free(&ix);
+	}
+	vmb_repo_close(r);
+out:
+	free(base);
+	free(want);
+	free(out);
+}
+
 int main(void)
 {
 	setenv("VMB_KDF_OPSLIMIT", "1", 1);
@@ -1028,5 +1133,6 @@ int main(void)
 	test_multidisk();
 	test_check_and_damage();
 	test_lock();
+	test_patch_entries();
 	return test_done();
 }

@@ -95,6 +95,13 @@ int vmb_repo__load_index(vmb_repo *r, const char *hexid, vmb_index *ix);
 int vmb_repo__snapshots(vmb_repo *r, const char *vm, int strict,
 			vmb_snapshot ***list, size_t *count);
 int vmb_repo__load_snapshot(vmb_repo *r, const char *id, vmb_snapshot **out);
+/*
+ * Parse a manifest's plaintext (hostile: it comes from the repository);
+ * @id is the name it was stored under and must match.  VMB_ECORRUPT
+ * naming @what on any fault.
+ */
+int vmb_repo__parse_manifest(const char *id, const char *text, size_t len,
+			     const char *what, vmb_snapshot **out);
 char *vmb_repo__manifest_json(const vmb_snapshot *s, const char *stats);
 
 /* Known-chunk cache under $XDG_CACHE_HOME/vmb/<repo id>/. */

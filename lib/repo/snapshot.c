@@ -123,8 +123,8 @@ static int valid_disk_name(const char *n)
 	return 1;
 }
 
-static int parse_manifest(const char *id, char *text, size_t len,
-			  const char *what, vmb_snapshot **out)
+int vmb_repo__parse_manifest(const char *id, const char *text, size_t len,
+			     const char *what, vmb_snapshot **out)
 {
 	vmb_json *j = NULL;
 	vmb_snapshot *s;
@@ -151,7 +151,8 @@ static int parse_manifest(const char *id, char *text, size_t len,
 	memcpy(s->id, id, 33);
 	if (!(str = vmb_json_str(j, "vm")) || !(s->vm = vmb_strdup(str)))
 		goto bad;
-	if (vmb_json_i64(j, "time", &s->time))
+	if (vmb_json_i64(j, "time", &s->time) ||
+	    s->time > INT64_MAX / 1000000 || s->time < INT64_MIN / 1000000)
 		goto bad;
 	if (vmb_json_i64(j, "time_us", &s->time_us) ||
 	    s->time_us / 1000000 != s->time)
@@ -159,10 +160,12 @@ static int parse_manifest(const char *id, char *text, size_t len,
 	str = vmb_json_str(j, "host");
 	s->host = vmb_strdup(str ? str : "");
 	str = vmb_json_str(j, "parent");
-	if (str && vmb_repo__valid_id(str))
-		s->parent = vmb_strdup(str);
+	if (str && vmb_repo__valid_id(str) && !(s->parent = vmb_strdup(str)))
+		goto nomem;
 	str = vmb_json_str(j, "cbt");
 	s->cbt = vmb_strdup(str ? str : "none");
+	if (!s->host || !s->cbt)
+		goto nomem;
 	{
 		const vmb_json *p = vmb_json_get(j, "protected");
 		s->protected_ = p && p->type == VMB_JSON_BOOL && p->boolean;
@@ -173,7 +176,9 @@ static int parse_manifest(const char *id, char *text, size_t len,
 		for (size_t i = 0; i < arr->n; i++) {
 			if (arr->items[i]->type != VMB_JSON_STR)
 				goto bad;
-			s->tags[s->ntags++] = vmb_strdup(arr->items[i]->str);
+			if (!(s->tags[s->ntags++] =
+				      vmb_strdup(arr->items[i]->str)))
+				goto nomem;
 		}
 	}
 	if (!(arr = vmb_json_arr(j, "disks")) || arr->n > 256)
@@ -200,31 +205,36 @@ static int parse_manifest(const char *id, char *text, size_t len,
 			if (!((ix[k] >= '0' && ix[k] <= '9') ||
 			      (ix[k] >= 'a' && ix[k] <= 'f')))
 				goto bad;
+		s->ndisks++; /* from here on freed with the snapshot */
 		m->name = vmb_strdup(nm);
 		m->format = vmb_strdup(fmt);
 		str = vmb_json_str(d, "source");
 		m->source = vmb_strdup(str ? str : "");
 		str = vmb_json_str(d, "cbt");
 		m->cbt = vmb_strdup(str ? str : "none");
+		if (!m->name || !m->format || !m->source || !m->cbt)
+			goto nomem;
 		str = vmb_json_str(d, "cbt_state");
-		if (str)
-			m->cbt_state = vmb_strdup(str);
+		if (str && !(m->cbt_state = vmb_strdup(str)))
+			goto nomem;
 		str = vmb_json_str(d, "top_stamp");
-		if (str)
-			m->top_stamp = vmb_strdup(str);
+		if (str && !(m->top_stamp = vmb_strdup(str)))
+			goto nomem;
 		{
 			const vmb_json *la = vmb_json_arr(d, "layers");
 			if (la && la->n && la->n <= 64) {
 				m->layers = vmb_calloc(la->n, sizeof(char *));
-				for (size_t k = 0; m->layers && k < la->n; k++)
-					if (la->items[k]->type == VMB_JSON_STR)
-						m->layers[m->nlayers++] =
-							vmb_strdup(la->items[k]->str);
+				if (!m->layers)
+					goto nomem;
+				for (size_t k = 0; k < la->n; k++)
+					if (la->items[k]->type == VMB_JSON_STR &&
+					    !(m->layers[m->nlayers++] =
+						      vmb_strdup(la->items[k]->str)))
+						goto nomem;
 			}
 		}
 		vmb_json_u64(d, "chunks", &m->chunks);
 		vmb_json_u64(d, "zero_chunks", &m->zero_chunks);
-		s->ndisks++;
 	}
 	cfg = vmb_json_get(j, "config");
 	if (cfg && cfg->type == VMB_JSON_OBJ) {
@@ -232,11 +242,18 @@ static int parse_manifest(const char *id, char *text, size_t len,
 		s->config_format = vmb_strdup(str ? str : "");
 		str = vmb_json_str(cfg, "data");
 		s->config = vmb_strdup(str ? str : "");
+		if (!s->config_format || !s->config)
+			goto nomem;
 	}
-	s->json = vmb_strndup(text, len);
+	if (!(s->json = vmb_strndup(text, len)))
+		goto nomem;
 	vmb_json_free(j);
 	*out = s;
 	return 0;
+nomem:
+	vmb_json_free(j);
+	vmb_snapshot_free(s);
+	return vmb_error_set(VMB_ENOMEM, "out of memory");
 bad:
 	vmb_json_free(j);
 	vmb_snapshot_free(s);
@@ -260,7 +277,7 @@ int vmb_repo__load_snapshot(vmb_repo *r, const char *id, vmb_snapshot **out)
 	if (rc)
 		return rc;
 	snprintf(what, sizeof what, "%s: %s", vmb_target_url(r->t), name);
-	rc = parse_manifest(id, (char *)plain, len, what, out);
+	rc = vmb_repo__parse_manifest(id, (char *)plain, len, what, out);
 	free(plain);
 	return rc;
 }

@@ -1,6 +1,8 @@
 #include <stdarg.h>
 #include <unistd.h>
 #include <sys/wait.h>
+#include <fcntl.h>
+#include "vmbackup/repo.h"
 #include "testutil.h"
 
 int test_failures;
@@ -82,4 +84,31 @@ void test_skip(const char *why)
 {
 	printf("SKIP: %s\n", why);
 	exit(77);
+}
+
+char *test_make_repo(const char *name)
+{
+	char *u = strdup(test_path(name));
+	char img[64];
+	vmb_repo_init_options io = VMB_REPO_INIT_OPTIONS_INIT;
+	vmb_backup_source src = { NULL, "disk", NULL };
+	vmb_backup_result br;
+	vmb_repo *r = NULL;
+	char buf[4096];
+	int fd;
+
+	snprintf(img, sizeof img, "%s.img", name);
+	src.path = test_path(img);
+	fd = open(src.path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	CHECK(fd >= 0);
+	test_random(buf, sizeof buf, 3);
+	CHECK(pwrite(fd, buf, sizeof buf, 8192) == (ssize_t)sizeof buf);
+	CHECK(ftruncate(fd, 1 << 20) == 0);
+	close(fd);
+	CHECK_OK(vmb_repo_init(u, "pw", &io));
+	CHECK_OK(vmb_repo_open(u, "pw", &r));
+	if (r)
+		CHECK_OK(vmb_repo_backup(r, &src, 1, NULL, &br));
+	vmb_repo_close(r);
+	return u;
 }

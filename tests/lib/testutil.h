@@ -59,5 +59,8 @@ int test_sh(const char *fmt, ...);
 int test_done(void);
 /* Skip the whole test (exit 77) with a reason. */
 void test_skip(const char *why);
+/* A new repository test_path(@name) (passphrase "pw") holding one snapshot
+ * of a small 1 MiB disk @name.img; returns its URL, to free(). */
+char *test_make_repo(const char *name);
 
 #endif

@@ -71,34 +71,6 @@ static void check_unavailable(const char *u, const char *tag,
 	vmb_repo_close(r);
 }
 
-/* a repository @name with one snapshot of a small disk; free() it */
-static char *make_repo(const char *name)
-{
-	char *u = strdup(test_path(name));
-	char img[64];
-	vmb_repo_init_options io = VMB_REPO_INIT_OPTIONS_INIT;
-	vmb_backup_source src = { NULL, "disk", NULL };
-	vmb_backup_result br;
-	vmb_repo *r = NULL;
-	char buf[4096];
-	int fd;
-
-	snprintf(img, sizeof img, "%s.img", name);
-	src.path = test_path(img);
-	fd = open(src.path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	CHECK(fd >= 0);
-	test_random(buf, sizeof buf, 3);
-	CHECK(pwrite(fd, buf, sizeof buf, 8192) == (ssize_t)sizeof buf);
-	CHECK(ftruncate(fd, 1 << 20) == 0);
-	close(fd);
-	CHECK_OK(vmb_repo_init(u, "pw", &io));
-	CHECK_OK(vmb_repo_open(u, "pw", &r));
-	if (r)
-		CHECK_OK(vmb_repo_backup(r, &src, 1, NULL, &br));
-	vmb_repo_close(r);
-	return u;
-}
-
 int main(void)
 {
 	int status = -1;
@@ -117,7 +89,7 @@ int main(void)
 	CHECK(pid >= 0);
 	if (pid == 0) {
 		vmb_archive_set_path_for_tests("libz.so.1");
-		char *u = make_repo("repo-nosym");
+		char *u = test_make_repo("repo-nosym");
 		check_unavailable(u, "nosym", "undefined symbol: archive_");
 		free(u);
 		fflush(NULL);
@@ -129,7 +101,7 @@ int main(void)
 
 	/* a library file that does not exist */
 	vmb_archive_set_path_for_tests(test_path("no-such-dir/libarchive.so.13"));
-	u = make_repo("repo");
+	u = test_make_repo("repo");
 	check_unavailable(u, "nofile", "No such file or directory");
 	free(u);
 	return test_done();

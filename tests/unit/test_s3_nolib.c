@@ -35,34 +35,6 @@ static void check_message(const char *detail)
 	CHECK(strchr(m, '\n') == NULL);
 }
 
-/* a repository @name with one snapshot of a small disk; free() it */
-static char *make_repo(const char *name)
-{
-	char *u = strdup(test_path(name));
-	char img[64];
-	vmb_repo_init_options io = VMB_REPO_INIT_OPTIONS_INIT;
-	vmb_backup_source src = { NULL, "disk", NULL };
-	vmb_backup_result br;
-	vmb_repo *r = NULL;
-	char buf[4096];
-	int fd;
-
-	snprintf(img, sizeof img, "%s.img", name);
-	src.path = test_path(img);
-	fd = open(src.path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	CHECK(fd >= 0);
-	test_random(buf, sizeof buf, 3);
-	CHECK(pwrite(fd, buf, sizeof buf, 8192) == (ssize_t)sizeof buf);
-	CHECK(ftruncate(fd, 1 << 20) == 0);
-	close(fd);
-	CHECK_OK(vmb_repo_init(u, "pw", &io));
-	CHECK_OK(vmb_repo_open(u, "pw", &r));
-	if (r)
-		CHECK_OK(vmb_repo_backup(r, &src, 1, NULL, &br));
-	vmb_repo_close(r);
-	return u;
-}
-
 /* S3 fails cleanly, local repository @u still works, a new one @again
  * can be made; @detail: from dlerror */
 static void check_unavailable(const char *u, const char *again,
@@ -92,7 +64,7 @@ static void check_unavailable(const char *u, const char *again,
 	CHECK_OK(vmb_repo_check(r, &cr));
 	CHECK(cr.errors == 0);
 	vmb_repo_close(r);
-	free(make_repo(again));
+	free(test_make_repo(again));
 }
 
 int main(void)
@@ -119,7 +91,7 @@ int main(void)
 	CHECK(pid >= 0);
 	if (pid == 0) {
 		vmb_curl_set_path_for_tests("libz.so.1");
-		char *u = make_repo("repo-nosym");
+		char *u = test_make_repo("repo-nosym");
 		CHECK(!curl_in_process());
 		check_unavailable(u, "repo-nosym2", "undefined symbol: curl_");
 		free(u);
@@ -132,7 +104,7 @@ int main(void)
 
 	/* a library file that does not exist */
 	vmb_curl_set_path_for_tests(test_path("no-such-dir/libcurl.so.4"));
-	u = make_repo("repo");
+	u = test_make_repo("repo");
 	CHECK(!curl_in_process());
 	check_unavailable(u, "repo2", "No such file or directory");
 	free(u);

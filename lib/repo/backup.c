@@ -618,6 +618,32 @@ static int end_check(vmb_repo *r, const char *start_epoch,
 	vmb_log(VMB_LOG_INFO, "a GC overlapped this backup: checking the "
 		"chunks it reused");
 	memset(&seen, 0, sizeof seen);
+	/* the indexes first: an index already stored by an earlier backup
+	 * (same content, same name) is reused, not written, and a GC that
+	 * found it unreferenced may have removed it since */
+	for (size_t d = 0; d < nd && !rc; d++) {
+		uint8_t *ib, hid[32];
+		size_t ilen;
+		uint64_t isz, stored = 0;
+		char iname[100], hex[65];
+		rc = vmb_index_encode(&ixs[d], &ib, &ilen);
+		if (rc)
+			break;
+		vmb_crypto_chunk_id(&r->keys, ib, ilen, hid);
+		vmb_hex(hid, 32, hex);
+		snprintf(iname, sizeof iname, "indexes/%s", hex);
+		rc = vmb_target_stat(r->t, iname, &isz, NULL);
+		if (rc == VMB_ENOTFOUND) {
+			vmb_error_clear();
+			rc = vmb_repo__put_blob(r, VMB_BLOB_INDEX, iname,
+						(uint8_t *)iname, strlen(iname),
+						ib, ilen, &stored);
+			if (!rc)
+				vmb_log(VMB_LOG_INFO, "re-uploaded index %s "
+					"removed by a concurrent GC", hex);
+		}
+		free(ib);
+	}
 	for (size_t d = 0; d < nd && !rc; d++) {
 		vmb_index *ix = &ixs[d];
 		for (uint64_t i = 0; i < ix->count && !rc; i++) {

@@ -9,12 +9,27 @@ static const char help[] =
 "\n"
 "SYNOPSIS\n"
 "    vmb backup REPO SOURCE... [--vm NAME] [--tag TAG]... [--full]\n"
-"               [--json] [--threads N]\n"
+"               [--connect URI] [--quiesce] [--json] [--threads N]\n"
 "\n"
 "DESCRIPTION\n"
-"    Reads each SOURCE disk image (raw, qcow2, VMDK or VDI, recognised by\n"
-"    content, with its backing chain) and stores it in REPO as one\n"
-"    snapshot.  Only allocated data is read; holes and zero blocks are\n"
+"    Reads each SOURCE and stores all its disks in REPO as one snapshot.\n"
+"    A SOURCE is a disk image file (raw, qcow2, VMDK or VDI, recognised\n"
+"    by content, with its backing chain; 'file:PATH' says so explicitly)\n"
+"    or PLUGIN:VM for a hypervisor plugin:\n"
+"\n"
+"    libvirt:DOMAIN  a libvirt domain, running or shut off.  A running\n"
+"                    domain is read live through a libvirt pull-mode\n"
+"                    backup over NBD; its guest file systems are frozen\n"
+"                    when the QEMU guest agent answers (the snapshot\n"
+"                    records 'frozen' or 'crash-consistent' and why).  A\n"
+"                    libvirt checkpoint per backup makes the next one\n"
+"                    read only what the guest wrote (cbt: libvirt); a\n"
+"                    missing or broken checkpoint means a full read with\n"
+"                    a warning, never a failed or wrong backup.  A shut\n"
+"                    off domain's images are read directly.  The domain\n"
+"                    XML is stored in the snapshot.\n"
+"\n"
+"    Only allocated data is read; holes and zero blocks are\n"
 "    recorded as markers.  Data is cut into fixed chunks on the guest's\n"
 "    offsets, deduplicated against everything already in the repository,\n"
 "    compressed and encrypted.  The parent is the latest snapshot of the\n"
@@ -24,8 +39,12 @@ static const char help[] =
 "    no half snapshot behind.\n"
 "\n"
 "OPTIONS\n"
-"    --vm NAME      VM the snapshot belongs to (default: the first\n"
-"                   disk's file name without extension)\n"
+"    --vm NAME      VM the snapshot belongs to (default: the domain's\n"
+"                   name, or the first disk's file name without\n"
+"                   extension)\n"
+"    --connect URI  hypervisor connection (default: LIBVIRT_DEFAULT_URI,\n"
+"                   else libvirt's own default)\n"
+"    --quiesce      fail unless the guest's file systems can be frozen\n"
 "    --tag TAG      attach a tag (repeatable)\n"
 "    --full         ignore the parent snapshot (read and hash all)\n"
 "    --threads N    worker threads (default: one per core)\n"
@@ -33,8 +52,12 @@ static const char help[] =
 "                   bytes_total, bytes_read, bytes_new, bytes_stored,\n"
 "                   chunks_total, chunks_new, seconds and cbt\n"
 "\n"
+"ENVIRONMENT\n"
+"    VMB_PLUGIN_DIR  folder of the hypervisor plugins (NAME.so)\n"
+"\n"
 "EXIT STATUS\n"
-"    0 when the snapshot was written, 1 on any failure.\n";
+"    0 when the snapshot was written, 1 on any failure (nothing is\n"
+"    written to REPO when a source cannot be opened).\n";
 
 static int backup_main(int argc, char **argv, const char **tags);
 
@@ -57,12 +80,18 @@ static int backup_main(int argc, char **argv, const char **tags)
 		{ "tag", required_argument, NULL, 't' },
 		{ "full", no_argument, NULL, 'f' },
 		{ "threads", required_argument, NULL, 'j' },
+		{ "connect", required_argument, NULL, 'c' },
+		{ "quiesce", no_argument, NULL, 'Q' },
 		CLI_COMMON_OPTIONS, { 0 }
 	};
+	vmb_hv_backup_opts ho = VMB_HV_BACKUP_OPTS_INIT;
 	vmb_backup_options o = VMB_BACKUP_OPTIONS_INIT;
 	vmb_backup_result res;
-	vmb_backup_source *src;
+	vmb_hv_source *src;
+	vmb_hv *hvs[16];
+	size_t nhv = 0;
 	size_t ntags = 0, nsrc;
+	const char *uri = NULL;
 	vmb_repo *r;
 	char *end;
 	int c, rc;
@@ -77,6 +106,8 @@ static int backup_main(int argc, char **argv, const char **tags)
 		case 'm': o.vm = optarg; break;
 		case 't': tags[ntags++] = optarg; break;
 		case 'f': o.full = 1; break;
+		case 'c': uri = optarg; break;
+		case 'Q': ho.flags |= VMB_HV_BACKUP_QUIESCE; break;
 		case 'j':
 			o.threads = (int)strtol(optarg, &end, 10);
 			if (*end || o.threads < 1 || o.threads > 64)
@@ -90,40 +121,62 @@ static int backup_main(int argc, char **argv, const char **tags)
 	if (argc - optind < 2)
 		return cli_usage_error("backup", "expected REPO and at least "
 				       "one SOURCE");
-	for (int i = optind + 1; i < argc; i++)
-		if (!strncmp(argv[i], "libvirt:", 8)) {
-			vmb_error_set(VMB_ENOTSUP, "%s: libvirt sources need the "
-				      "libvirt plugin, which is not built yet",
-				      argv[i]);
-			return cli_fail(VMB_ENOTSUP);
-		}
 	nsrc = (size_t)(argc - optind - 1);
 	src = calloc(nsrc, sizeof *src);
 	if (!src)
 		return EXIT_ERR;
-	for (size_t i = 0; i < nsrc; i++)
-		src[i].path = argv[optind + 1 + (int)i];
+	/* one plugin connection per plugin, made before the repository is
+	 * opened: a source that cannot be reached touches nothing */
+	for (size_t i = 0; i < nsrc; i++) {
+		char name[32];
+		const char *arg = argv[optind + 1 + (int)i];
+		vmb_hv *h = NULL;
+		rc = vmb_hv_parse_source(arg, name, &src[i].vm);
+		for (size_t k = 0; !rc && k < nhv && !h; k++)
+			if (!strcmp(vmb_hv_name(hvs[k]), name))
+				h = hvs[k];
+		if (!rc && !h) {
+			if (nhv == sizeof hvs / sizeof hvs[0])
+				rc = vmb_error_set(VMB_EINVAL, "too many kinds "
+						   "of source");
+			else
+				rc = vmb_hv_open(name, strcmp(name, "file") ?
+						 uri : NULL, &h);
+			if (!rc)
+				hvs[nhv++] = h;
+		}
+		if (!rc && !*src[i].vm)
+			rc = vmb_error_set(VMB_EINVAL, "%s: no VM named after "
+					   "the prefix", arg);
+		if (rc) {
+			vmb_error_prefix("backup failed: ");
+			goto fail;
+		}
+		src[i].hv = h;
+	}
 	o.tags = tags;
 	o.ntags = ntags;
 	o.progress = cli_progress;
+	ho.backup = o;
 	rc = cli_open_repo(argv[optind], &r);
-	if (rc) {
-		free(src);
-		return cli_fail(rc);
-	}
-	rc = vmb_repo_backup(r, src, nsrc, &o, &res);
+	if (rc)
+		goto fail;
+	rc = vmb_hv_backup(r, src, nsrc, &ho, &res);
 	cli_progress_done();
 	if (rc) {
-		vmb_error_prefix("backup failed: ");
+		if (strncmp(vmb_error_message(), "backup failed", 13))
+			vmb_error_prefix("backup failed: ");
 		vmb_repo_close(r);
-		free(src);
-		return cli_fail(rc);
+		goto fail;
 	}
 	{
 		vmb_snapshot *s = NULL;
 		const char *vm = o.vm;
-		if (!vm && vmb_repo_snapshot_find(r, res.snapshot, &s) == 0)
+		const char *cons = NULL;
+		if (vmb_repo_snapshot_find(r, res.snapshot, &s) == 0) {
 			vm = vmb_snapshot_vm(s);
+			cons = vmb_snapshot_consistency(s);
+		}
 		if (g.json) {
 			printf("{\"snapshot\":\"%s\",\"vm\":", res.snapshot);
 			cli_json_str(stdout, vm ? vm : "");
@@ -131,7 +184,7 @@ static int backup_main(int argc, char **argv, const char **tags)
 			       "\"bytes_new\":%llu,\"bytes_stored\":%llu,"
 			       "\"chunks_total\":%llu,\"chunks_new\":%llu,"
 			       "\"chunks_zero\":%llu,\"seconds\":%.3f,"
-			       "\"cbt\":\"%s\"}\n",
+			       "\"cbt\":\"%s\"",
 			       (unsigned long long)res.bytes_total,
 			       (unsigned long long)res.bytes_read,
 			       (unsigned long long)res.bytes_new,
@@ -140,6 +193,11 @@ static int backup_main(int argc, char **argv, const char **tags)
 			       (unsigned long long)res.chunks_new,
 			       (unsigned long long)res.chunks_zero,
 			       res.seconds, res.cbt);
+			if (cons) {
+				printf(",\"consistency\":");
+				cli_json_str(stdout, cons);
+			}
+			printf("}\n");
 		} else if (!g.quiet) {
 			char a[32], b[32], d[32], e[32];
 			printf("snapshot %s of %s: %s total, %s read, %s new, "
@@ -153,6 +211,14 @@ static int backup_main(int argc, char **argv, const char **tags)
 		vmb_snapshot_free(s);
 	}
 	vmb_repo_close(r);
+	for (size_t k = 0; k < nhv; k++)
+		vmb_hv_close(hvs[k]);
 	free(src);
 	return EXIT_OK;
+fail:
+	rc = cli_fail(rc);
+	for (size_t k = 0; k < nhv; k++)
+		vmb_hv_close(hvs[k]);
+	free(src);
+	return rc;
 }

@@ -353,6 +353,28 @@ void cli_json_str(FILE *f, const char *s)
 	fputc('"', f);
 }
 
+const vmb_hv_plugin *vmb_hv_plugin_init_file(void); /* plugins/file */
+
+/*
+ * Plugins: the file plugin is linked in; the others are modules in
+ * VMB_PLUGIN_DIR, else beside this vmb (../lib/vmbackup/plugins: the
+ * build tree and a relocated install), else the installed folder.
+ */
+static void hv_setup(void)
+{
+	char exe[4096], dir[4200];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	vmb_hv_register(vmb_hv_plugin_init_file);
+	if (n <= 0)
+		return;
+	exe[n] = 0;
+	if (strrchr(exe, '/'))
+		*strrchr(exe, '/') = 0;
+	snprintf(dir, sizeof dir, "%s/../lib/vmbackup/plugins", exe);
+	if (access(dir, X_OK) == 0)
+		vmb_hv_set_plugin_dir(dir);
+}
+
 int main(int argc, char **argv)
 {
 	char list[2048] = "";
@@ -362,6 +384,7 @@ int main(int argc, char **argv)
 				      "    %-12s %s\n", commands[i].name,
 				      commands[i].summary);
 	vmb_log_set(log_sink, NULL, VMB_LOG_WARN);
+	hv_setup();
 	opterr = 0; /* we print one line of our own */
 	if (argc < 2) {
 		fprintf(stderr, main_help, list);

@@ -8,4 +8,5 @@
 #include "vmbackup/repo.h"
 #include "vmbackup/keys.h"
 #include "vmbackup/archive.h"
+#include "vmbackup/hv.h"
 #endif

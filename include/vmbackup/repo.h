@@ -67,6 +67,13 @@ typedef struct vmb_backup_source {
 	vmb_disk *disk;   /**< an already open disk (plugins), or NULL */
 } vmb_backup_source;
 
+/**
+ * The disk name a backup gives image @p path when the source has none:
+ * the file name without its extension, other characters than
+ * [A-Za-z0-9._-] replaced by '_'.  @return malloc'd (vmb_free()), or NULL.
+ */
+VMB_EXTERN(char *) vmb_repo_disk_name(const char *path);
+
 /** Options for vmb_repo_backup(); start from VMB_BACKUP_OPTIONS_INIT. */
 typedef struct vmb_backup_options {
 	unsigned version;        /**< VMB_BACKUP_OPTIONS_VERSION */
@@ -79,11 +86,15 @@ typedef struct vmb_backup_options {
 	void *progress_payload;
 	const char *config_format; /**< e.g. "libvirt-xml", or NULL */
 	const char *config;        /**< VM configuration to keep, or NULL */
+	/* version >= 2 */
+	const char *consistency;   /**< recorded as is ("frozen", ...), or
+					NULL */
+	const char *consistency_note; /**< why not better, or NULL */
 } vmb_backup_options;
 
-#define VMB_BACKUP_OPTIONS_VERSION 1
+#define VMB_BACKUP_OPTIONS_VERSION 2
 #define VMB_BACKUP_OPTIONS_INIT { VMB_BACKUP_OPTIONS_VERSION, NULL, NULL, 0, \
-				  0, 0, NULL, NULL, NULL, NULL }
+				  0, 0, NULL, NULL, NULL, NULL, NULL, NULL }
 
 /** What a backup did (the fields of `vmb backup --json`). */
 typedef struct vmb_backup_result {
@@ -96,7 +107,8 @@ typedef struct vmb_backup_result {
 	uint64_t chunks_new;   /**< chunks written */
 	uint64_t chunks_zero;  /**< all-zero or unallocated chunks */
 	double seconds;
-	const char *cbt;       /**< static: "fingerprint", "none", ... */
+	const char *cbt;       /**< static: "libvirt", "qcow2-bitmap",
+				    "overlay", "fingerprint", "none" */
 } vmb_backup_result;
 
 /**
@@ -185,6 +197,20 @@ VMB_EXTERN(const char *) vmb_snapshot_disk_format(const vmb_snapshot *s,
 VMB_EXTERN(uint64_t) vmb_snapshot_disk_size(const vmb_snapshot *s, size_t i);
 /** @return the snapshot's manifest as JSON (belongs to the snapshot). */
 VMB_EXTERN(const char *) vmb_snapshot_json(const vmb_snapshot *s);
+/** @return what change tracking recorded for disk @p i for the next
+ *  backup (opaque text, plugin-specific), or NULL. */
+VMB_EXTERN(const char *) vmb_snapshot_disk_cbt_state(const vmb_snapshot *s,
+						      size_t i);
+/** @return how disk @p i's changes were found ("libvirt", ...). */
+VMB_EXTERN(const char *) vmb_snapshot_disk_cbt(const vmb_snapshot *s,
+						size_t i);
+/** @return how consistent the data is ("frozen", "crash-consistent",
+ *  "powered-off"), or NULL when the backup did not say (image files). */
+VMB_EXTERN(const char *) vmb_snapshot_consistency(const vmb_snapshot *s);
+/** @return the stored VM configuration, or NULL; @p format (if not NULL)
+ *  gets its format ("libvirt-xml", ...). */
+VMB_EXTERN(const char *) vmb_snapshot_config(const vmb_snapshot *s,
+					     const char **format);
 
 /**
  * Open one disk of a snapshot for random-access reads, straight from the

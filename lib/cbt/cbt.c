@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include "common/json.h"
 #include "common/util.h"
+#include "disk/format.h"
 #include "disk/qcow2.h"
 #include "cbt.h"
 
@@ -525,6 +526,70 @@ out:
 	return rc;
 }
 
+/* Every extent a disk's own changes() reports (a hypervisor bitmap). */
+static int changed_cb(const vmb_extent *e, void *payload)
+{
+	struct mark *m = payload;
+	uint64_t first, last;
+	if (!e->length)
+		return 0;
+	first = e->offset / m->cs;
+	last = (e->offset + e->length - 1) / m->cs;
+	if (first >= m->count)
+		return vmb_error_set(VMB_ERANGE, "changed extent at %llu is "
+				     "past the end of the disk",
+				     (unsigned long long)e->offset);
+	for (uint64_t i = first; i <= last && i < m->count; i++)
+		m->changed[i] = 1;
+	ranges_add(&m->rs, e->offset, e->length);
+	return 0;
+}
+
+/*
+ * A disk that tracks its own changes (vmb_disk_ops.changes: a libvirt
+ * checkpoint's dirty bitmap read over NBD).  @return 1 when the disk has
+ * no such source (image files).
+ */
+static int plan_disk(vmb_disk *d, uint32_t cs, const vmb_cbt_parent *p,
+		     vmb_cbt_plan *plan)
+{
+	struct mark m;
+	const char *source = NULL;
+	char *state = NULL;
+	int rc;
+	memset(&m, 0, sizeof m);
+	m.count = plan->count;
+	m.cs = cs;
+	m.rs.ok = 1;
+	m.changed = vmb_calloc(plan->count ? plan->count : 1, 1);
+	if (!m.changed)
+		return VMB_ENOMEM;
+	rc = vmb_disk__changes(d, p ? p->state : NULL, changed_cb, &m,
+			       &source, &state);
+	if (rc == 1) {
+		free(m.changed);
+		free(m.rs.r);
+		return 1;
+	}
+	if (rc) {
+		free(m.changed);
+		free(m.rs.r);
+		free(state);
+		return rc;
+	}
+	plan->new_state = state;
+	if (!p || !source) {
+		/* nothing to compare with, or the source does not know */
+		free(m.changed);
+		free(m.rs.r);
+		return 0;
+	}
+	plan->source = source;
+	plan->changed = m.changed;
+	ranges_give(&m.rs, plan);
+	return 0;
+}
+
 int vmb_cbt_plan_make(vmb_disk *d, uint32_t chunk_size,
 		      const vmb_cbt_parent *parent, vmb_cbt_plan *plan)
 {
@@ -536,6 +601,9 @@ int vmb_cbt_plan_make(vmb_disk *d, uint32_t chunk_size,
 	plan->count = size / chunk_size + (size % chunk_size ? 1 : 0);
 	/* resized: nothing to compare against */
 	p = parent && parent->size == size ? parent : NULL;
+	rc = plan_disk(d, chunk_size, p, plan);
+	if (rc != 1)
+		return rc;
 	parse_state(parent ? parent->state : NULL, &st);
 	rc = plan_bitmap(d, chunk_size, p, parent ? parent->state : NULL, &st,
 			 plan);

@@ -319,6 +319,18 @@ VMB_EXTERN(int) vmb_disk_new(const vmb_disk_ops *ops, void *data,
 	return 0;
 }
 
+int vmb_disk__changes(vmb_disk *d, const char *parent_state,
+		      vmb_extent_fn fn, void *payload, const char **source,
+		      char **new_state)
+{
+	*source = NULL;
+	*new_state = NULL;
+	if (!d->ops || d->ops->version < 2 || !d->ops->changes)
+		return 1;
+	return d->ops->changes(d->data, parent_state, fn, payload, source,
+			       new_state);
+}
+
 VMB_EXTERN(void) vmb_disk_close(vmb_disk *d)
 {
 	if (!d)

@@ -17,6 +17,13 @@ extern const vmb_disk_format vmb_disk__vdi_format;
 /* Look up a built-in format by name ("qcow2"); NULL if unknown. */
 const vmb_disk_format *vmb_disk__format_by_name(const char *name);
 
+/* A custom disk's changes() (vmb_disk_ops version 2), see disk_format.h.
+ * @return 1 when the disk has none (image files, version 1 ops), else 0
+ * or a negative error. */
+int vmb_disk__changes(vmb_disk *d, const char *parent_state,
+		      vmb_extent_fn fn, void *payload, const char **source,
+		      char **new_state);
+
 /* Does this writer accept writes in any order, from several threads at
  * once (raw)?  Then vmb_disk__writer_write_at() may be used. */
 int vmb_disk__writer_unordered(const vmb_disk_writer *w);

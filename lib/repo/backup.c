@@ -263,7 +263,7 @@ static int chunk_map_cb(const vmb_extent *e, void *payload)
 	return 0;
 }
 
-static char *disk_name_from_path(const char *path)
+VMB_EXTERN(char *) vmb_repo_disk_name(const char *path)
 {
 	const char *base = strrchr(path, '/');
 	char *n, *dot;
@@ -830,7 +830,7 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 			own[i] = 1;
 		}
 		m->name = src[i].name ? vmb_strdup(src[i].name)
-				      : disk_name_from_path(src[i].path ?
+				      : vmb_repo_disk_name(src[i].path ?
 							    src[i].path : "disk");
 		m->source = vmb_strdup(src[i].path ? src[i].path : "");
 		m->format = vmb_strdup(vmb_disk_format_name(disks[i]));
@@ -1063,7 +1063,9 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 		}
 		m->cbt = vmb_strdup(plan.source ? plan.source :
 				    have_parent ? "fingerprint" : "none");
-		if (plan.source && !strcmp(plan.source, "qcow2-bitmap"))
+		if (plan.source && !strcmp(plan.source, "libvirt"))
+			used_parent = used_parent > 4 ? used_parent : 4;
+		else if (plan.source && !strcmp(plan.source, "qcow2-bitmap"))
 			used_parent = used_parent > 3 ? used_parent : 3;
 		else if (plan.source)
 			used_parent = used_parent > 2 ? used_parent : 2;
@@ -1123,12 +1125,17 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 	snap.host = vmb_strdup(host);
 	snap.parent = parent && used_parent ? vmb_strdup(parent->id) : NULL;
 	static const char *cbt_names[] = { "none", "fingerprint", "overlay",
-					   "qcow2-bitmap" };
+					   "qcow2-bitmap", "libvirt" };
 	snap.cbt = vmb_strdup(cbt_names[used_parent]);
 	snap.tags = (char **)opts->tags;
 	snap.ntags = opts->ntags;
 	snap.config = (char *)opts->config;
 	snap.config_format = (char *)opts->config_format;
+	if (opts->version >= 2) {
+		snap.consistency = (char *)opts->consistency;
+		snap.consistency_note = opts->consistency ?
+					(char *)opts->consistency_note : NULL;
+	}
 	res->bytes_new = c.bytes_new;
 	res->chunks_new = c.chunks_new;
 	res->cbt = cbt_names[used_parent];
@@ -1148,6 +1155,7 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 	snap.tags = NULL;
 	snap.ntags = 0;
 	snap.config = snap.config_format = NULL;
+	snap.consistency = snap.consistency_note = NULL;
 	if (!json) {
 		rc = VMB_ENOMEM;
 		goto out;

@@ -64,6 +64,8 @@ struct vmb_snapshot {
 	vmb_mdisk *disks;
 	size_t ndisks;
 	char *config_format, *config;
+	char *consistency;      /* "crash-consistent", "frozen", ... or NULL */
+	char *consistency_note; /* why not better, or NULL */
 	char *json;
 	int protected_;
 };

@@ -77,6 +77,14 @@ char *vmb_repo__manifest_json(const vmb_snapshot *s, const char *stats)
 	} else {
 		vmb_buf_puts(&b, "null");
 	}
+	if (s->consistency) {
+		vmb_buf_puts(&b, ",\"consistency\":");
+		vmb_buf_json_str(&b, s->consistency);
+		if (s->consistency_note) {
+			vmb_buf_puts(&b, ",\"consistency_note\":");
+			vmb_buf_json_str(&b, s->consistency_note);
+		}
+	}
 	vmb_buf_printf(&b, ",\"protected\":%s,\"stats\":%s}",
 		       s->protected_ ? "true" : "false", stats ? stats : "{}");
 	return vmb_buf_detach(&b);
@@ -107,6 +115,8 @@ VMB_EXTERN(void) vmb_snapshot_free(vmb_snapshot *s)
 	free(s->disks);
 	free(s->config_format);
 	free(s->config);
+	free(s->consistency);
+	free(s->consistency_note);
 	free(s->json);
 	free(s);
 }
@@ -245,6 +255,12 @@ int vmb_repo__parse_manifest(const char *id, const char *text, size_t len,
 		if (!s->config_format || !s->config)
 			goto nomem;
 	}
+	if ((str = vmb_json_str(j, "consistency")) &&
+	    !(s->consistency = vmb_strdup(str)))
+		goto nomem;
+	if ((str = vmb_json_str(j, "consistency_note")) &&
+	    !(s->consistency_note = vmb_strdup(str)))
+		goto nomem;
 	if (!(s->json = vmb_strndup(text, len)))
 		goto nomem;
 	vmb_json_free(j);
@@ -512,6 +528,26 @@ VMB_EXTERN(uint64_t) vmb_snapshot_disk_size(const vmb_snapshot *s, size_t i)
 	return i < s->ndisks ? s->disks[i].size : 0;
 }
 VMB_EXTERN(const char *) vmb_snapshot_json(const vmb_snapshot *s) { return s->json; }
+VMB_EXTERN(const char *) vmb_snapshot_disk_cbt_state(const vmb_snapshot *s,
+						      size_t i)
+{
+	return i < s->ndisks ? s->disks[i].cbt_state : NULL;
+}
+VMB_EXTERN(const char *) vmb_snapshot_disk_cbt(const vmb_snapshot *s, size_t i)
+{
+	return i < s->ndisks ? s->disks[i].cbt : NULL;
+}
+VMB_EXTERN(const char *) vmb_snapshot_consistency(const vmb_snapshot *s)
+{
+	return s->consistency;
+}
+VMB_EXTERN(const char *) vmb_snapshot_config(const vmb_snapshot *s,
+					     const char **format)
+{
+	if (format)
+		*format = s->config ? s->config_format : NULL;
+	return s->config;
+}
 
 /* ---- random-access disk view ---- */
 
@@ -602,7 +638,8 @@ static void sd_close(void *data)
 }
 
 static const vmb_disk_ops snapdisk_ops = {
-	VMB_DISK_OPS_VERSION, "snapshot", sd_size, sd_read, sd_map, sd_close
+	VMB_DISK_OPS_VERSION, "snapshot", sd_size, sd_read, sd_map, sd_close,
+	NULL
 };
 
 VMB_EXTERN(int) vmb_snapshot_disk_open(vmb_repo *r, const vmb_snapshot *s,

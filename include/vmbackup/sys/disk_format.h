@@ -18,7 +18,7 @@
 extern "C" {
 #endif
 
-#define VMB_DISK_OPS_VERSION 1
+#define VMB_DISK_OPS_VERSION 2
 
 /** A disk provided by the caller (see vmb_disk_new()). */
 typedef struct vmb_disk_ops {
@@ -32,9 +32,28 @@ typedef struct vmb_disk_ops {
 		   vmb_extent_fn fn, void *payload);
 	/** Optional. */
 	void (*close)(void *data);
+
+	/* version >= 2 */
+	/**
+	 * Optional: the extents that changed since an earlier backup (a
+	 * hypervisor's dirty bitmap).  @p parent_state is the text this
+	 * disk returned as @p new_state at the parent snapshot (NULL: no
+	 * parent, or the parent did not come from this kind of disk).
+	 * Call @p fn for every changed extent, in increasing order (kind
+	 * DATA; a changed range may read as zeros), set @p source to a
+	 * static name ("libvirt") when the extents are exact, or leave it
+	 * NULL when they are not known (then every allocated chunk is
+	 * read and compared by fingerprint: never a wrong backup).  Set
+	 * @p new_state (malloc'd, or NULL) to what the next backup needs.
+	 */
+	int (*changes)(void *data, const char *parent_state,
+		       vmb_extent_fn fn, void *payload, const char **source,
+		       char **new_state);
 } vmb_disk_ops;
 
-/** Wrap caller-provided callbacks as a vmb_disk (close is called once). */
+/** Wrap caller-provided callbacks as a vmb_disk (close is called once).
+ *  @p ops must stay valid until then; version 1 ops (without changes)
+ *  are accepted as they are. */
 VMB_EXTERN(int) vmb_disk_new(const vmb_disk_ops *ops, void *data,
 			     vmb_disk **out);
 

@@ -1,0 +1,206 @@
+/*
+ * vmbackup: the hypervisor plugin ABI.
+ *
+ * A hypervisor plugin knows one kind of VM source: plain image files
+ * ("file"), libvirt domains ("libvirt"), and later VirtualBox or VMware
+ * folders.  It is a shared object with one exported entry point,
+ * vmb_hv_plugin_init(), returning a struct of callbacks; the loader in
+ * libvmbackup (lib/hv/) checks the struct's size and API version and the
+ * mandatory callbacks before it calls anything, and names the plugin in
+ * every error it reports.  The same source file can also be linked
+ * statically into a program (compile it with -DVMB_HV_STATIC and call
+ * vmb_hv_register() with the plugin's init function).
+ *
+ * In the manner of nbdkit's plugin API:
+ *  - the struct only grows: new callbacks are appended, `struct_size`
+ *    tells the loader which ones a plugin was compiled with, and a plugin
+ *    built against an older header keeps working;
+ *  - `api_version` changes only when a callback's meaning changes; the
+ *    loader refuses a plugin whose api_version it does not know;
+ *  - optional operations are announced in `features` and their callbacks
+ *    may be NULL; the loader refuses a plugin that announces a feature
+ *    without its callback, so nothing is ever a stub.
+ *
+ * Plugins report errors with vmb_error_set() and log with vmb_log(); they
+ * read disks through vmb_disk (vmb_disk_open() for image files,
+ * vmb_disk_new() for anything else: an NBD export of a running VM), so
+ * the backup pipeline, change tracking and restore treat every source
+ * alike.  Symbols of libvmbackup are resolved from the program that loads
+ * the plugin: a plugin does not link libvmbackup itself.
+ */
+#ifndef VMBACKUP_SYS_HV_H
+#define VMBACKUP_SYS_HV_H
+
+#include "../hv.h"
+#include "disk_format.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** The API version this header describes. */
+#define VMB_HV_API_VERSION 1
+
+/* ---- what a plugin hands back ---- */
+
+/** One disk of a VM, as a plugin describes it. */
+typedef struct vmb_hv_disk_info {
+	const char *name;   /**< stable name in the VM ("vda", "disk0") */
+	const char *path;   /**< image file or device, or NULL */
+	const char *format; /**< "qcow2", "raw", ...: as the VM uses it */
+	uint64_t size;      /**< virtual size in bytes, 0 if unknown */
+} vmb_hv_disk_info;
+
+/** A VM, as describe() reports it.  Owned by the plugin until
+ *  vm_info_free() (or, without that callback, until close()). */
+typedef struct vmb_hv_vm_info {
+	uint32_t struct_size;      /**< sizeof(vmb_hv_vm_info) */
+	const char *name;          /**< canonical VM name */
+	const char *uuid;          /**< or NULL */
+	int state;                 /**< a vmb_hv_vm_state */
+	size_t ndisks;
+	const vmb_hv_disk_info *disks;
+	const char *config_format; /**< "libvirt-xml", ... or NULL */
+	const char *config;        /**< the configuration document, or NULL */
+} vmb_hv_vm_info;
+
+/** One disk of a running backup. */
+typedef struct vmb_hv_backup_disk {
+	const char *name;   /**< as in vmb_hv_disk_info */
+	const char *path;   /**< recorded as the disk's source, or NULL */
+	/**
+	 * The read handle, owned by the plugin: data, allocation map, and,
+	 * with vmb_disk_ops version 2, the changed extents since a parent
+	 * backup (vmb_disk_ops.changes).  Valid until backup_end().
+	 */
+	vmb_disk *disk;
+} vmb_hv_backup_disk;
+
+/** A backup in progress, as backup_begin() returns it. */
+typedef struct vmb_hv_backup_job {
+	uint32_t struct_size;      /**< sizeof(vmb_hv_backup_job) */
+	const char *vm;            /**< canonical VM name */
+	size_t ndisks;
+	const vmb_hv_backup_disk *disks;
+	const char *config_format; /**< or NULL */
+	const char *config;        /**< configuration at the backup, or NULL */
+	/**
+	 * How consistent the data is, recorded in the snapshot:
+	 * "powered-off", "frozen" (guest file systems quiesced),
+	 * "crash-consistent" (a running VM, not quiesced), ...
+	 */
+	const char *consistency;
+	/** Why it is not better (e.g. "the guest agent did not answer"),
+	 *  recorded with it; or NULL. */
+	const char *consistency_note;
+	void *plugin_data;         /**< the plugin's own */
+} vmb_hv_backup_job;
+
+/* ---- the plugin ---- */
+
+/** Optional operations a plugin offers (vmb_hv_plugin.features). */
+#define VMB_HV_F_LIST      0x01u /**< list() */
+#define VMB_HV_F_SNAPSHOT  0x02u /**< snapshot_create/_list/_revert/_delete */
+#define VMB_HV_F_DEFINE    0x04u /**< define() */
+#define VMB_HV_F_LIVE      0x08u /**< backs up running VMs */
+#define VMB_HV_F_CBT       0x10u /**< its disks report changed extents */
+#define VMB_HV_F_QUIESCE   0x20u /**< can quiesce a running guest */
+
+typedef struct vmb_hv_plugin {
+	uint32_t struct_size;    /**< sizeof(vmb_hv_plugin) as compiled */
+	uint32_t api_version;    /**< VMB_HV_API_VERSION */
+	const char *name;        /**< source prefix: "libvirt" for
+				      "libvirt:DOMAIN"; [a-z][a-z0-9_]* */
+	const char *version;     /**< the plugin's own version */
+	const char *description; /**< one line */
+	uint32_t features;       /**< VMB_HV_F_* */
+
+	/** Optional: once, after the checks, before anything else. */
+	int (*load)(void);
+	/** Optional: once, when the plugin is unloaded. */
+	void (*unload)(void);
+
+	/**
+	 * Mandatory: connect.  @p uri is the user's --connect (NULL: the
+	 * plugin's default, e.g. LIBVIRT_DEFAULT_URI).
+	 */
+	int (*open)(const char *uri, void **handle);
+	/** Mandatory: disconnect and free everything still owned. */
+	void (*close)(void *handle);
+
+	/**
+	 * Mandatory: describe a VM (@p vm as the user wrote it after the
+	 * prefix).  VMB_ENOTFOUND when there is no such VM.
+	 */
+	int (*describe)(void *handle, const char *vm, vmb_hv_vm_info **out);
+	/** Optional: free what describe() returned. */
+	void (*vm_info_free)(void *handle, vmb_hv_vm_info *info);
+
+	/**
+	 * Mandatory: start a backup of @p vm.  The plugin makes the data
+	 * consistent if it can (quiesce, a checkpoint), and opens a read
+	 * handle per disk.  @p o says what the parent snapshot recorded for
+	 * each disk (the `state` its disks' changes() returned), so the
+	 * plugin can start an incremental from there.  Nothing may be
+	 * written to the repository by a plugin.
+	 */
+	int (*backup_begin)(void *handle, const char *vm,
+			    const vmb_hv_backup_options *o,
+			    vmb_hv_backup_job **out);
+	/**
+	 * Mandatory: finish a backup.  @p committed is 1 when the snapshot
+	 * was written (the plugin may now drop what only the parent
+	 * needed, e.g. an older checkpoint), 0 when it failed or was
+	 * aborted (the plugin undoes what begin created, so the parent
+	 * stays usable).  Frees @p b.
+	 */
+	int (*backup_end)(void *handle, vmb_hv_backup_job *b, int committed);
+
+	/** VMB_HV_F_LIST: call @p fn for every VM. */
+	int (*list)(void *handle, vmb_hv_vm_fn fn, void *payload);
+
+	/** VMB_HV_F_SNAPSHOT: VM snapshots on the hypervisor itself. */
+	int (*snapshot_create)(void *handle, const char *vm, const char *name);
+	int (*snapshot_list)(void *handle, const char *vm,
+			     vmb_hv_snapshot_fn fn, void *payload);
+	int (*snapshot_revert)(void *handle, const char *vm, const char *name);
+	int (*snapshot_delete)(void *handle, const char *vm, const char *name);
+
+	/**
+	 * VMB_HV_F_DEFINE: make a VM from a stored configuration whose
+	 * disks were restored to new files (paths, formats, name, identity
+	 * rewritten as @p req says).  @param[out] name  the new VM's name,
+	 * malloc'd.
+	 */
+	int (*define)(void *handle, const vmb_hv_define_request *req,
+		      char **name);
+} vmb_hv_plugin;
+
+/** The entry point's type and name. */
+typedef const vmb_hv_plugin *(*vmb_hv_plugin_init_fn)(void);
+#define VMB_HV_PLUGIN_ENTRY "vmb_hv_plugin_init"
+
+/**
+ * Declare a plugin's entry point:
+ *     static const vmb_hv_plugin plugin = { sizeof plugin, ... };
+ *     VMB_HV_REGISTER_PLUGIN(file, plugin)
+ * A loadable module exports vmb_hv_plugin_init(); built with
+ * -DVMB_HV_STATIC the function is vmb_hv_plugin_init_<NAME>() instead, for
+ * vmb_hv_register().
+ */
+#ifdef VMB_HV_STATIC
+#define VMB_HV_REGISTER_PLUGIN(NAME, P)                                  \
+	const vmb_hv_plugin *vmb_hv_plugin_init_##NAME(void);            \
+	const vmb_hv_plugin *vmb_hv_plugin_init_##NAME(void) { return &(P); }
+#else
+#define VMB_HV_REGISTER_PLUGIN(NAME, P)                                  \
+	__attribute__((visibility("default")))                           \
+	const vmb_hv_plugin *vmb_hv_plugin_init(void);                   \
+	__attribute__((visibility("default")))                           \
+	const vmb_hv_plugin *vmb_hv_plugin_init(void) { return &(P); }
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif

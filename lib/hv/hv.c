@@ -1,0 +1,800 @@
+/*
+ * The hypervisor plugin layer: finding, loading and checking plugins
+ * (registered or dlopen'ed), and the operations every caller goes through:
+ * describe, backup (begin, the repository pipeline, end), VM snapshots,
+ * define.  The ABI is in include/vmbackup/sys/hv.h; docs/plugins.md says
+ * how to write a plugin.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "vmbackup/sys/hv.h"
+#include "common/util.h"
+
+#ifndef VMB_PLUGIN_DIR_DEFAULT
+#define VMB_PLUGIN_DIR_DEFAULT "/usr/local/lib/vmbackup/plugins"
+#endif
+
+#define MAX_PLUGINS 32
+
+/* One loaded (or registered) plugin; never unloaded before exit. */
+struct plugin {
+	const vmb_hv_plugin *p;
+	vmb_hv_plugin copy; /* p's fields, zero past its struct_size */
+	char *path;         /* module file, or NULL if registered */
+	void *dl;
+	int loaded;         /* load() was called */
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct plugin plugins[MAX_PLUGINS];
+static size_t nplugins;
+static char *default_dir;
+
+struct vmb_hv {
+	struct plugin *pl;
+	void *handle;
+	vmb_hv_vm_info *info; /* last describe(), for vm_info_free */
+};
+
+VMB_EXTERN(const char *) vmb_hv_state_name(int state)
+{
+	switch (state) {
+	case VMB_HV_STATE_OFF: return "off";
+	case VMB_HV_STATE_RUNNING: return "running";
+	case VMB_HV_STATE_PAUSED: return "paused";
+	case VMB_HV_STATE_SAVED: return "saved";
+	default: return "unknown";
+	}
+}
+
+VMB_EXTERN(const char *) vmb_hv_plugin_dir(void)
+{
+	const char *e = getenv("VMB_PLUGIN_DIR");
+	if (e && *e)
+		return e;
+	return default_dir ? default_dir : VMB_PLUGIN_DIR_DEFAULT;
+}
+
+VMB_EXTERN(void) vmb_hv_set_plugin_dir(const char *dir)
+{
+	free(default_dir);
+	default_dir = dir ? strdup(dir) : NULL;
+}
+
+static int valid_name(const char *n)
+{
+	size_t len = n ? strlen(n) : 0;
+	if (!len || len > 31 || n[0] < 'a' || n[0] > 'z')
+		return 0;
+	for (; *n; n++)
+		if (!((*n >= 'a' && *n <= 'z') || (*n >= '0' && *n <= '9') ||
+		      *n == '_'))
+			return 0;
+	return 1;
+}
+
+/*
+ * Check a plugin's struct before anything of it is called: size, API
+ * version, name, mandatory callbacks, and every announced feature's
+ * callbacks.  @p where names it for errors (a path or "built in").
+ */
+static int check_plugin(const vmb_hv_plugin *p, const char *where,
+			vmb_hv_plugin *copy)
+{
+	const size_t min = offsetof(vmb_hv_plugin, backup_end) +
+			   sizeof p->backup_end;
+	if (!p)
+		return vmb_error_set(VMB_EINVAL, "%s: the plugin's entry point "
+				     "returned NULL", where);
+	if (p->api_version != VMB_HV_API_VERSION)
+		return vmb_error_set(VMB_ENOTSUP, "%s: plugin API version %u, "
+				     "this vmbackup speaks version %u", where,
+				     p->api_version, VMB_HV_API_VERSION);
+	if (p->struct_size < min || p->struct_size > 65536)
+		return vmb_error_set(VMB_EINVAL, "%s: plugin struct of %u bytes "
+				     "is too %s", where, p->struct_size,
+				     p->struct_size < min ? "small" : "large");
+	memset(copy, 0, sizeof *copy);
+	memcpy(copy, p, VMB_MIN(sizeof *copy, (size_t)p->struct_size));
+	if (!valid_name(copy->name))
+		return vmb_error_set(VMB_EINVAL, "%s: plugin name '%s' is not "
+				     "[a-z][a-z0-9_]*", where,
+				     copy->name ? copy->name : "(null)");
+#define NEED(f)                                                         \
+	if (!copy->f)                                                   \
+		return vmb_error_set(VMB_EINVAL, "%s plugin (%s): mandatory " \
+				     "callback " #f " is missing",      \
+				     copy->name, where);
+	NEED(open) NEED(close) NEED(describe) NEED(backup_begin)
+	NEED(backup_end)
+#undef NEED
+#define FEAT(flag, f)                                                   \
+	if ((copy->features & (flag)) && !copy->f)                      \
+		return vmb_error_set(VMB_EINVAL, "%s plugin (%s): offers "   \
+				     #flag " without " #f, copy->name,  \
+				     where);
+	FEAT(VMB_HV_F_LIST, list)
+	FEAT(VMB_HV_F_SNAPSHOT, snapshot_create)
+	FEAT(VMB_HV_F_SNAPSHOT, snapshot_list)
+	FEAT(VMB_HV_F_SNAPSHOT, snapshot_revert)
+	FEAT(VMB_HV_F_SNAPSHOT, snapshot_delete)
+	FEAT(VMB_HV_F_DEFINE, define)
+#undef FEAT
+	/* callbacks of features not announced are never called */
+	if (!(copy->features & VMB_HV_F_LIST))
+		copy->list = NULL;
+	if (!(copy->features & VMB_HV_F_SNAPSHOT)) {
+		copy->snapshot_create = NULL;
+		copy->snapshot_list = NULL;
+		copy->snapshot_revert = NULL;
+		copy->snapshot_delete = NULL;
+	}
+	if (!(copy->features & VMB_HV_F_DEFINE))
+		copy->define = NULL;
+	return 0;
+}
+
+static struct plugin *find_loaded(const char *name)
+{
+	for (size_t i = 0; i < nplugins; i++)
+		if (strcmp(plugins[i].copy.name, name) == 0)
+			return &plugins[i];
+	return NULL;
+}
+
+VMB_EXTERN(int) vmb_hv_register(const vmb_hv_plugin *(*init)(void))
+{
+	vmb_hv_plugin copy;
+	const vmb_hv_plugin *p;
+	int rc;
+	if (!init)
+		return vmb_error_set(VMB_EINVAL, "vmb_hv_register: no init "
+				     "function");
+	p = init();
+	rc = check_plugin(p, "built in", &copy);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&lock);
+	if (find_loaded(copy.name)) {
+		pthread_mutex_unlock(&lock);
+		return 0; /* registered twice: the same thing */
+	}
+	if (nplugins == MAX_PLUGINS) {
+		pthread_mutex_unlock(&lock);
+		return vmb_error_set(VMB_ERANGE, "too many plugins");
+	}
+	plugins[nplugins].p = p;
+	plugins[nplugins].copy = copy;
+	nplugins++;
+	pthread_mutex_unlock(&lock);
+	return 0;
+}
+
+/* The module file of plugin @p name, if it exists: DIR/NAME.so for every
+ * folder of the ':'-separated plugin path. */
+static char *module_path(const char *name)
+{
+	const char *dirs = vmb_hv_plugin_dir();
+	while (dirs && *dirs) {
+		const char *colon = strchr(dirs, ':');
+		size_t n = colon ? (size_t)(colon - dirs) : strlen(dirs);
+		if (n) {
+			char *p = vmb_asprintf("%.*s/%s.so", (int)n, dirs, name);
+			struct stat st;
+			if (!p)
+				return NULL;
+			if (stat(p, &st) == 0 && S_ISREG(st.st_mode))
+				return p;
+			free(p);
+		}
+		dirs = colon ? colon + 1 : NULL;
+	}
+	return NULL;
+}
+
+/* Find plugin @p name: registered, already loaded, or load it now.
+ * Called with the lock held. */
+static int get_plugin(const char *name, struct plugin **out)
+{
+	struct plugin *pl = find_loaded(name);
+	vmb_hv_plugin copy;
+	vmb_hv_plugin_init_fn init;
+	char *path;
+	void *dl;
+	int rc;
+	if (pl) {
+		*out = pl;
+		return 0;
+	}
+	if (!valid_name(name))
+		return vmb_error_set(VMB_EINVAL, "'%s' is not a plugin name",
+				     name);
+	path = module_path(name);
+	if (!path)
+		return vmb_error_set(VMB_ENOTFOUND, "no %s plugin: %s/%s.so "
+				     "does not exist (set VMB_PLUGIN_DIR?)",
+				     name, vmb_hv_plugin_dir(), name);
+	dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (!dl) {
+		rc = vmb_error_set(VMB_ENOTSUP, "%s plugin: cannot load %s: %s",
+				   name, path, dlerror());
+		free(path);
+		return rc;
+	}
+	*(void **)&init = dlsym(dl, VMB_HV_PLUGIN_ENTRY);
+	if (!init) {
+		rc = vmb_error_set(VMB_EINVAL, "%s plugin: %s has no %s()",
+				   name, path, VMB_HV_PLUGIN_ENTRY);
+		dlclose(dl);
+		free(path);
+		return rc;
+	}
+	rc = check_plugin(init(), path, &copy);
+	if (!rc && strcmp(copy.name, name) != 0)
+		rc = vmb_error_set(VMB_EINVAL, "%s: the file holds the '%s' "
+				   "plugin, not '%s'", path, copy.name, name);
+	if (!rc && nplugins == MAX_PLUGINS)
+		rc = vmb_error_set(VMB_ERANGE, "too many plugins");
+	if (rc) {
+		dlclose(dl);
+		free(path);
+		return rc;
+	}
+	pl = &plugins[nplugins++];
+	pl->p = NULL;
+	pl->copy = copy;
+	pl->path = path;
+	pl->dl = dl;
+	*out = pl;
+	return 0;
+}
+
+VMB_EXTERN(int) vmb_hv_parse_source(const char *source, char plugin[32],
+				    const char **rest)
+{
+	const char *colon;
+	if (!source || !*source)
+		return vmb_error_set(VMB_EINVAL, "empty source");
+	colon = strchr(source, ':');
+	if (colon && colon > source && colon - source < 32 &&
+	    source[0] != '/' && source[0] != '.') {
+		char name[32];
+		struct plugin *pl = NULL;
+		char *mp;
+		memcpy(name, source, (size_t)(colon - source));
+		name[colon - source] = 0;
+		if (valid_name(name)) {
+			pthread_mutex_lock(&lock);
+			pl = find_loaded(name);
+			pthread_mutex_unlock(&lock);
+			mp = pl ? NULL : module_path(name);
+			if (pl || mp || !strcmp(name, "file")) {
+				free(mp);
+				snprintf(plugin, 32, "%s", name);
+				*rest = colon + 1;
+				return 0;
+			}
+			vmb_error_clear();
+		}
+	}
+	snprintf(plugin, 32, "file");
+	*rest = source;
+	return 0;
+}
+
+VMB_EXTERN(int) vmb_hv_open(const char *name, const char *uri, vmb_hv **out)
+{
+	struct plugin *pl = NULL;
+	vmb_hv *h;
+	int rc;
+	*out = NULL;
+	pthread_mutex_lock(&lock);
+	rc = get_plugin(name ? name : "", &pl);
+	if (!rc && !pl->loaded) {
+		if (pl->copy.load && (rc = pl->copy.load()) != 0)
+			vmb_error_prefix("%s plugin: ", name);
+		else
+			pl->loaded = 1;
+	}
+	pthread_mutex_unlock(&lock);
+	if (rc)
+		return rc;
+	h = vmb_calloc(1, sizeof *h);
+	if (!h)
+		return VMB_ENOMEM;
+	h->pl = pl;
+	rc = pl->copy.open(uri, &h->handle);
+	if (rc) {
+		free(h);
+		return vmb_error_prefix("%s plugin: ", name);
+	}
+	*out = h;
+	return 0;
+}
+
+static void free_info(vmb_hv *h)
+{
+	if (h->info && h->pl->copy.vm_info_free)
+		h->pl->copy.vm_info_free(h->handle, h->info);
+	h->info = NULL;
+}
+
+VMB_EXTERN(void) vmb_hv_close(vmb_hv *h)
+{
+	if (!h)
+		return;
+	free_info(h);
+	h->pl->copy.close(h->handle);
+	free(h);
+}
+
+VMB_EXTERN(const char *) vmb_hv_name(const vmb_hv *h) { return h->pl->copy.name; }
+VMB_EXTERN(const char *) vmb_hv_version(const vmb_hv *h)
+{
+	return h->pl->copy.version ? h->pl->copy.version : "";
+}
+VMB_EXTERN(const char *) vmb_hv_description(const vmb_hv *h)
+{
+	return h->pl->copy.description ? h->pl->copy.description : "";
+}
+VMB_EXTERN(unsigned) vmb_hv_features(const vmb_hv *h) { return h->pl->copy.features; }
+VMB_EXTERN(const char *) vmb_hv_path(const vmb_hv *h)
+{
+	return h->pl->path ? h->pl->path : "(built in)";
+}
+
+/* An error from a plugin call, prefixed with the plugin's name. */
+static int plugin_err(vmb_hv *h, int rc)
+{
+	if (rc >= 0)
+		rc = vmb_error_set(VMB_EGENERIC, "failed without saying why");
+	/* the file plugin's errors come from the image readers, which name
+	 * the file already */
+	if (strcmp(h->pl->copy.name, "file") != 0 &&
+	    strncmp(vmb_error_message(), h->pl->copy.name,
+		    strlen(h->pl->copy.name)) != 0)
+		vmb_error_prefix("%s plugin: ", h->pl->copy.name);
+	return rc;
+}
+
+static int unsupported(vmb_hv *h, const char *what)
+{
+	return vmb_error_set(VMB_ENOTSUP, "the %s plugin cannot %s",
+			     h->pl->copy.name, what);
+}
+
+VMB_EXTERN(int) vmb_hv_list(vmb_hv *h, vmb_hv_vm_fn fn, void *payload)
+{
+	int rc;
+	if (!h->pl->copy.list)
+		return unsupported(h, "list VMs");
+	rc = h->pl->copy.list(h->handle, fn, payload);
+	return rc ? plugin_err(h, rc) : 0;
+}
+
+/* describe() with the answer checked: a plugin is not trusted to fill
+ * its struct sensibly. */
+static int describe(vmb_hv *h, const char *vm, vmb_hv_vm_info **out)
+{
+	vmb_hv_vm_info *info = NULL;
+	int rc;
+	free_info(h);
+	rc = h->pl->copy.describe(h->handle, vm, &info);
+	if (rc)
+		return plugin_err(h, rc);
+	if (!info || info->struct_size < sizeof *info || !info->name ||
+	    !*info->name || (info->ndisks && !info->disks) ||
+	    info->ndisks > 256) {
+		h->info = info;
+		return vmb_error_set(VMB_EINVAL, "%s plugin: describe('%s') "
+				     "returned an incomplete answer",
+				     h->pl->copy.name, vm);
+	}
+	h->info = info;
+	*out = info;
+	return 0;
+}
+
+VMB_EXTERN(int) vmb_hv_describe(vmb_hv *h, const char *vm, char **json)
+{
+	vmb_hv_vm_info *info;
+	vmb_buf b;
+	int rc = describe(h, vm, &info);
+	if (rc)
+		return rc;
+	vmb_buf_init(&b);
+	vmb_buf_puts(&b, "{\"name\":");
+	vmb_buf_json_str(&b, info->name);
+	vmb_buf_puts(&b, ",\"uuid\":");
+	if (info->uuid)
+		vmb_buf_json_str(&b, info->uuid);
+	else
+		vmb_buf_puts(&b, "null");
+	vmb_buf_printf(&b, ",\"state\":\"%s\",\"plugin\":",
+		       vmb_hv_state_name(info->state));
+	vmb_buf_json_str(&b, h->pl->copy.name);
+	vmb_buf_puts(&b, ",\"disks\":[");
+	for (size_t i = 0; i < info->ndisks; i++) {
+		const vmb_hv_disk_info *d = &info->disks[i];
+		vmb_buf_puts(&b, i ? ",{\"name\":" : "{\"name\":");
+		vmb_buf_json_str(&b, d->name ? d->name : "");
+		vmb_buf_puts(&b, ",\"path\":");
+		vmb_buf_json_str(&b, d->path ? d->path : "");
+		vmb_buf_puts(&b, ",\"format\":");
+		vmb_buf_json_str(&b, d->format ? d->format : "");
+		vmb_buf_printf(&b, ",\"size\":%llu}",
+			       (unsigned long long)d->size);
+	}
+	vmb_buf_puts(&b, "],\"config_format\":");
+	if (info->config_format)
+		vmb_buf_json_str(&b, info->config_format);
+	else
+		vmb_buf_puts(&b, "null");
+	vmb_buf_puts(&b, ",\"config\":");
+	if (info->config)
+		vmb_buf_json_str(&b, info->config);
+	else
+		vmb_buf_puts(&b, "null");
+	vmb_buf_puts(&b, "}");
+	free_info(h);
+	if (b.failed) {
+		vmb_buf_free(&b);
+		return vmb_error_set(VMB_ENOMEM, "out of memory");
+	}
+	*json = vmb_buf_detach(&b);
+	return 0;
+}
+
+VMB_EXTERN(int) vmb_hv_snapshot_create(vmb_hv *h, const char *vm,
+				       const char *name)
+{
+	int rc;
+	if (!h->pl->copy.snapshot_create)
+		return unsupported(h, "make VM snapshots");
+	rc = h->pl->copy.snapshot_create(h->handle, vm, name);
+	return rc ? plugin_err(h, rc) : 0;
+}
+
+VMB_EXTERN(int) vmb_hv_snapshot_list(vmb_hv *h, const char *vm,
+				     vmb_hv_snapshot_fn fn, void *payload)
+{
+	int rc;
+	if (!h->pl->copy.snapshot_list)
+		return unsupported(h, "list VM snapshots");
+	rc = h->pl->copy.snapshot_list(h->handle, vm, fn, payload);
+	return rc ? plugin_err(h, rc) : 0;
+}
+
+VMB_EXTERN(int) vmb_hv_snapshot_revert(vmb_hv *h, const char *vm,
+				       const char *name)
+{
+	int rc;
+	if (!h->pl->copy.snapshot_revert)
+		return unsupported(h, "revert VM snapshots");
+	rc = h->pl->copy.snapshot_revert(h->handle, vm, name);
+	return rc ? plugin_err(h, rc) : 0;
+}
+
+VMB_EXTERN(int) vmb_hv_snapshot_delete(vmb_hv *h, const char *vm,
+				       const char *name)
+{
+	int rc;
+	if (!h->pl->copy.snapshot_delete)
+		return unsupported(h, "delete VM snapshots");
+	rc = h->pl->copy.snapshot_delete(h->handle, vm, name);
+	return rc ? plugin_err(h, rc) : 0;
+}
+
+VMB_EXTERN(int) vmb_hv_define(vmb_hv *h, const vmb_hv_define_request *req,
+			      char **name)
+{
+	char *n = NULL;
+	int rc;
+	*name = NULL;
+	if (!h->pl->copy.define)
+		return unsupported(h, "define VMs");
+	if (!req || req->struct_size < sizeof *req || !req->config)
+		return vmb_error_set(VMB_EINVAL, "define: incomplete request");
+	rc = h->pl->copy.define(h->handle, req, &n);
+	if (rc) {
+		free(n);
+		return plugin_err(h, rc);
+	}
+	*name = n;
+	return 0;
+}
+
+/* ---- backups ---- */
+
+struct begun {
+	vmb_hv *hv;
+	vmb_hv_backup_job *b;
+};
+
+/* Check a plugin's backup struct. */
+static int check_backup(vmb_hv *h, const char *vm, const vmb_hv_backup_job *b)
+{
+	if (!b || b->struct_size < sizeof *b || !b->ndisks || !b->disks ||
+	    b->ndisks > 256)
+		return vmb_error_set(VMB_EINVAL, "%s plugin: the backup of '%s' "
+				     "came back without disks",
+				     h->pl->copy.name, vm);
+	for (size_t i = 0; i < b->ndisks; i++)
+		if (!b->disks[i].disk || !b->disks[i].name ||
+		    !*b->disks[i].name)
+			return vmb_error_set(VMB_EINVAL, "%s plugin: disk %zu of "
+					     "'%s' has no name or read handle",
+					     h->pl->copy.name, i, vm);
+	return 0;
+}
+
+VMB_EXTERN(int) vmb_hv_backup(vmb_repo *r, const vmb_hv_source *src,
+			      size_t nsrc, const vmb_hv_backup_opts *opts,
+			      vmb_backup_result *res)
+{
+	vmb_hv_backup_opts def = VMB_HV_BACKUP_OPTS_INIT;
+	vmb_backup_options bo = VMB_BACKUP_OPTIONS_INIT;
+	struct begun *begun = NULL;
+	vmb_backup_source *bs = NULL;
+	vmb_hv_parent_disk *pdisks = NULL;
+	vmb_snapshot *parent = NULL;
+	char *vmname = NULL;
+	size_t nbegun = 0, nbs = 0, total = 0;
+	const char *consistency = NULL, *note = NULL;
+	int rc = 0;
+
+	if (!opts)
+		opts = &def;
+	if (!nsrc || nsrc > 256)
+		return vmb_error_set(VMB_EINVAL, "a backup needs 1 to 256 "
+				     "sources");
+	memset(res, 0, sizeof *res);
+	/* the repository's options, as the caller set them */
+	memcpy(&bo, &opts->backup,
+	       opts->backup.version >= 2 ? sizeof bo :
+	       offsetof(vmb_backup_options, consistency));
+	bo.version = VMB_BACKUP_OPTIONS_VERSION;
+	if (opts->backup.version < 2)
+		bo.consistency = bo.consistency_note = NULL;
+
+	/* the VM's name decides the parent: describe the first source */
+	if (bo.vm) {
+		vmname = vmb_strdup(bo.vm);
+	} else {
+		vmb_hv_vm_info *info;
+		rc = describe(src[0].hv, src[0].vm, &info);
+		if (rc)
+			return rc;
+		vmname = vmb_strdup(info->name);
+		free_info(src[0].hv);
+	}
+	if (!vmname)
+		return VMB_ENOMEM;
+	if (!bo.full && !(opts->flags & VMB_HV_BACKUP_FULL)) {
+		char ref[300];
+		snprintf(ref, sizeof ref, "%s@latest", vmname);
+		rc = vmb_repo_snapshot_find(r, ref, &parent);
+		if (rc == VMB_ENOTFOUND) {
+			vmb_error_clear();
+			rc = 0;
+		} else if (rc) {
+			goto out;
+		}
+	}
+	if (parent) {
+		size_t n = vmb_snapshot_disk_count(parent);
+		pdisks = vmb_calloc(n ? n : 1, sizeof *pdisks);
+		if (!pdisks) {
+			rc = VMB_ENOMEM;
+			goto out;
+		}
+		for (size_t i = 0; i < n; i++) {
+			pdisks[i].name = vmb_snapshot_disk_name(parent, i);
+			pdisks[i].state = vmb_snapshot_disk_cbt_state(parent, i);
+		}
+	}
+	begun = vmb_calloc(nsrc, sizeof *begun);
+	if (!begun) {
+		rc = VMB_ENOMEM;
+		goto out;
+	}
+	/* start every source; the first failure undoes the others */
+	for (size_t i = 0; i < nsrc; i++) {
+		vmb_hv_backup_options bopt;
+		vmb_hv_backup_job *b = NULL;
+		vmb_hv *h = src[i].hv;
+		memset(&bopt, 0, sizeof bopt);
+		bopt.struct_size = sizeof bopt;
+		bopt.flags = opts->flags | (bo.full ? VMB_HV_BACKUP_FULL : 0);
+		bopt.parent = parent ? vmb_snapshot_id(parent) : NULL;
+		bopt.nparent = parent ? vmb_snapshot_disk_count(parent) : 0;
+		bopt.parent_disks = pdisks;
+		bopt.scratch_dir = opts->scratch_dir;
+		rc = h->pl->copy.backup_begin(h->handle, src[i].vm, &bopt, &b);
+		if (rc) {
+			plugin_err(h, rc);
+			goto out;
+		}
+		begun[nbegun].hv = h;
+		begun[nbegun++].b = b;
+		rc = check_backup(h, src[i].vm, b);
+		if (rc)
+			goto out;
+		total += b->ndisks;
+		if (!consistency && b->consistency) {
+			consistency = b->consistency;
+			note = b->consistency_note;
+		} else if (b->consistency && consistency &&
+			   strcmp(b->consistency, consistency) != 0) {
+			/* several VMs in one snapshot: the weakest wins */
+			if (!strcmp(b->consistency, "crash-consistent")) {
+				consistency = b->consistency;
+				note = b->consistency_note;
+			}
+		}
+		if (!bo.config && b->config) {
+			bo.config = b->config;
+			bo.config_format = b->config_format;
+		}
+	}
+	bs = vmb_calloc(total ? total : 1, sizeof *bs);
+	if (!bs) {
+		rc = VMB_ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < nbegun; i++)
+		for (size_t k = 0; k < begun[i].b->ndisks; k++) {
+			const vmb_hv_backup_disk *d = &begun[i].b->disks[k];
+			bs[nbs].path = d->path;
+			bs[nbs].name = d->name;
+			bs[nbs].disk = d->disk;
+			nbs++;
+		}
+	bo.vm = vmname;
+	if (!bo.consistency) {
+		bo.consistency = consistency;
+		bo.consistency_note = note;
+	}
+	rc = vmb_repo_backup(r, bs, nbs, &bo, res);
+out:
+	{
+		/* tell every begun plugin how it ended; keep the first error */
+		int e = vmb_error_code();
+		char msg[1024];
+		snprintf(msg, sizeof msg, "%s", vmb_error_message());
+		for (size_t i = 0; begun && i < nbegun; i++) {
+			vmb_hv *h = begun[i].hv;
+			int erc = h->pl->copy.backup_end(h->handle, begun[i].b,
+							 rc == 0);
+			if (erc && !rc) {
+				/* the snapshot is written: a failed clean-up
+				 * is a warning, the next backup copes */
+				vmb_log(VMB_LOG_WARN, "%s plugin: finishing the "
+					"backup: %s", h->pl->copy.name,
+					vmb_error_message());
+			}
+		}
+		if (rc)
+			vmb_error_set(e ? e : rc, "%s", msg);
+	}
+	free(bs);
+	free(begun);
+	free(pdisks);
+	free(vmname);
+	vmb_snapshot_free(parent);
+	return rc;
+}
+
+/* ---- restore and define ---- */
+
+VMB_EXTERN(int) vmb_hv_restore_define(vmb_repo *r, const char *snap,
+				      const char *dir,
+				      const vmb_restore_options *ropts,
+				      vmb_hv *h,
+				      const vmb_hv_define_opts *dopts,
+				      vmb_restore_result *res, char **name)
+{
+	vmb_hv_define_opts ddef = VMB_HV_DEFINE_OPTS_INIT;
+	vmb_restore_options rdef = VMB_RESTORE_OPTIONS_INIT;
+	vmb_hv_define_request req;
+	vmb_hv_define_disk *dd = NULL;
+	char **paths = NULL;
+	vmb_snapshot *s = NULL;
+	const char *cfg, *cfmt = NULL;
+	char absdir[PATH_MAX];
+	size_t n = 0;
+	int rc;
+
+	if (name)
+		*name = NULL;
+	if (!dopts)
+		dopts = &ddef;
+	if (!ropts)
+		ropts = &rdef;
+	if (!h->pl->copy.define)
+		return unsupported(h, "define VMs");
+	rc = vmb_repo_snapshot_find(r, snap, &s);
+	if (rc)
+		return rc;
+	cfg = vmb_snapshot_config(s, &cfmt);
+	if (!cfg || !*cfg) {
+		rc = vmb_error_set(VMB_EINVAL, "snapshot %s has no VM "
+				   "configuration to define (it was not "
+				   "backed up from a hypervisor)",
+				   vmb_snapshot_id(s));
+		goto out;
+	}
+	if (ropts->disk) {
+		rc = vmb_error_set(VMB_EINVAL, "defining a VM restores every "
+				   "disk of it: drop --disk");
+		goto out;
+	}
+	/* resolve the reference once: restore exactly this snapshot */
+	rc = vmb_repo_restore(r, vmb_snapshot_id(s), dir, ropts, res);
+	if (rc)
+		goto out;
+	if (!realpath(dir, absdir)) {
+		rc = vmb_error_set(VMB_EIO, "%s: %s", dir, strerror(errno));
+		goto out;
+	}
+	n = vmb_snapshot_disk_count(s);
+	dd = vmb_calloc(n ? n : 1, sizeof *dd);
+	paths = vmb_calloc(n ? n : 1, sizeof *paths);
+	if (!dd || !paths) {
+		rc = VMB_ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *fmt = ropts->format ? ropts->format :
+				  vmb_snapshot_disk_format(s, i);
+		if (!vmb_disk_format_extension(fmt))
+			fmt = "raw"; /* as vmb_repo_restore() does */
+		paths[i] = vmb_asprintf("%s/%s.%s", absdir,
+					vmb_snapshot_disk_name(s, i),
+					vmb_disk_format_extension(fmt));
+		if (!paths[i]) {
+			rc = VMB_ENOMEM;
+			goto out;
+		}
+		dd[i].name = vmb_snapshot_disk_name(s, i);
+		dd[i].path = paths[i];
+		dd[i].format = fmt;
+	}
+	memset(&req, 0, sizeof req);
+	req.struct_size = sizeof req;
+	req.config_format = cfmt;
+	req.config = cfg;
+	req.name = dopts->name;
+	req.dir = absdir;
+	req.ndisks = n;
+	req.disks = dd;
+	req.flags = dopts->flags;
+	{
+		char *nm = NULL;
+		rc = vmb_hv_define(h, &req, &nm);
+		if (rc) {
+			vmb_error_prefix("the disks are restored in %s, but ",
+					 absdir);
+			goto out;
+		}
+		if (name)
+			*name = nm;
+		else
+			free(nm);
+	}
+out:
+	for (size_t i = 0; paths && i < n; i++)
+		free(paths[i]);
+	free(paths);
+	free(dd);
+	vmb_snapshot_free(s);
+	return rc;
+}

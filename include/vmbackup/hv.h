@@ -60,6 +60,8 @@ typedef struct vmb_hv_backup_options {
 	const vmb_hv_parent_disk *parent_disks;
 	const char *scratch_dir; /**< where the plugin may put temporary
 				      files (sockets, scratch images) */
+	const char *repo_id;   /**< the repository's id, so a plugin can
+				    keep one checkpoint chain per repository */
 } vmb_hv_backup_options;
 
 /** One restored disk, for define(). */

@@ -618,6 +618,7 @@ VMB_EXTERN(int) vmb_hv_backup(vmb_repo *r, const vmb_hv_source *src,
 		bopt.nparent = parent ? vmb_snapshot_disk_count(parent) : 0;
 		bopt.parent_disks = pdisks;
 		bopt.scratch_dir = opts->scratch_dir;
+		bopt.repo_id = vmb_repo_id(r);
 		rc = h->pl->copy.backup_begin(h->handle, src[i].vm, &bopt, &b);
 		if (rc) {
 			plugin_err(h, rc);

@@ -10,6 +10,8 @@ static const char help[] =
 "SYNOPSIS\n"
 "    vmb restore REPO SNAP --to DIR [--format raw|qcow2|vmdk|vdi]\n"
 "                [--disk NAME] [--json]\n"
+"    vmb restore REPO SNAP --to DIR [--format F] --define\n"
+"                [--connect URI] [--name NEW] [--keep-macs] [--keep-uuid]\n"
 "\n"
 "DESCRIPTION\n"
 "    Writes DIR/<disk>.<ext> for each disk of snapshot SNAP (a full id, a\n"
@@ -21,6 +23,16 @@ static const char help[] =
 "    restore (exit 3) and the partial image is removed.  Existing files\n"
 "    are never overwritten.\n"
 "\n"
+"    With --define the VM is also defined on a hypervisor from the\n"
+"    configuration stored in the snapshot (a libvirt domain XML for\n"
+"    libvirt:DOMAIN backups), on this host or another one (--connect):\n"
+"    the disks point at the restored files with their new format, the\n"
+"    name is NEW (default: as stored), the UUID is left for libvirt to\n"
+"    make anew and the MAC addresses are dropped (so the copy can run\n"
+"    beside the original), file-backed serial consoles write into DIR,\n"
+"    and CD-ROM drives come back empty.  If the define fails, the\n"
+"    restored disks stay in DIR and the message says so.\n"
+"\n"
 "OPTIONS\n"
 "    --to DIR        destination folder (created if missing)\n"
 "    --format FMT    raw, qcow2, vmdk or vdi\n"
@@ -29,8 +41,14 @@ static const char help[] =
 "    --no-sync       do not fsync the restored images at the end (as\n"
 "                    qemu-img convert does not): faster, but a host crash\n"
 "                    right after may leave them incomplete\n"
+"    --define        define the VM from the snapshot's configuration\n"
+"    --connect URI   hypervisor to define it on (default:\n"
+"                    LIBVIRT_DEFAULT_URI, else libvirt's default)\n"
+"    --name NEW      name of the defined VM\n"
+"    --keep-macs     keep the network cards' MAC addresses\n"
+"    --keep-uuid     keep the VM's UUID (only where the original is gone)\n"
 "    --json          print {snapshot, disks, bytes_total, bytes_written,\n"
-"                    seconds}\n";
+"                    seconds} (and defined: the new VM's name)\n";
 
 int cmd_restore(int argc, char **argv)
 {
@@ -40,11 +58,19 @@ int cmd_restore(int argc, char **argv)
 		{ "disk", required_argument, NULL, 'd' },
 		{ "threads", required_argument, NULL, 'j' },
 		{ "no-sync", no_argument, NULL, 'S' },
+		{ "define", no_argument, NULL, 'D' },
+		{ "connect", required_argument, NULL, 'c' },
+		{ "name", required_argument, NULL, 'n' },
+		{ "keep-macs", no_argument, NULL, 'M' },
+		{ "keep-uuid", no_argument, NULL, 'U' },
 		CLI_COMMON_OPTIONS, { 0 }
 	};
 	vmb_restore_options o = VMB_RESTORE_OPTIONS_INIT;
 	vmb_restore_result res;
-	const char *dir = NULL;
+	vmb_hv_define_opts dopt = VMB_HV_DEFINE_OPTS_INIT;
+	const char *dir = NULL, *uri = NULL;
+	char *defined = NULL;
+	int define = 0;
 	vmb_repo *r;
 	int c, rc;
 
@@ -74,6 +100,11 @@ int cmd_restore(int argc, char **argv)
 			break;
 		}
 		case 'S': o.no_sync = 1; break;
+		case 'D': define = 1; break;
+		case 'c': uri = optarg; break;
+		case 'n': dopt.name = optarg; break;
+		case 'M': dopt.flags |= VMB_HV_DEFINE_KEEP_MACS; break;
+		case 'U': dopt.flags |= VMB_HV_DEFINE_KEEP_UUID; break;
 		default:
 			return cli_bad_option("restore", argv);
 		}
@@ -82,11 +113,36 @@ int cmd_restore(int argc, char **argv)
 		return cli_usage_error("restore", "expected REPO and SNAP");
 	if (!dir)
 		return cli_usage_error("restore", "--to DIR is required");
+	if (!define && (uri || dopt.name || dopt.flags))
+		return cli_usage_error("restore", "--connect, --name, --keep-macs "
+				       "and --keep-uuid go with --define");
 	o.progress = cli_progress;
 	rc = cli_open_repo(argv[optind], &r);
 	if (rc)
 		return cli_fail(rc);
-	rc = vmb_repo_restore(r, argv[optind + 1], dir, &o, &res);
+	if (define) {
+		/* the snapshot's configuration says which plugin defines it */
+		vmb_snapshot *s = NULL;
+		vmb_hv *h = NULL;
+		const char *fmt = NULL;
+		rc = vmb_repo_snapshot_find(r, argv[optind + 1], &s);
+		if (!rc && (!vmb_snapshot_config(s, &fmt) || !fmt ||
+			    strncmp(fmt, "libvirt", 7) != 0))
+			rc = vmb_error_set(VMB_EINVAL, "snapshot %s has no "
+					   "libvirt domain XML to define (it "
+					   "was not backed up from libvirt:)",
+					   vmb_snapshot_id(s));
+		if (!rc)
+			rc = vmb_hv_open("libvirt", uri, &h);
+		if (!rc)
+			rc = vmb_hv_restore_define(r, vmb_snapshot_id(s), dir,
+						   &o, h, &dopt, &res,
+						   &defined);
+		vmb_hv_close(h);
+		vmb_snapshot_free(s);
+	} else {
+		rc = vmb_repo_restore(r, argv[optind + 1], dir, &o, &res);
+	}
 	cli_progress_done();
 	vmb_repo_close(r);
 	if (rc)
@@ -95,14 +151,22 @@ int cmd_restore(int argc, char **argv)
 		printf("{\"snapshot\":");
 		cli_json_str(stdout, argv[optind + 1]);
 		printf(",\"disks\":%zu,\"bytes_total\":%llu,"
-		       "\"bytes_written\":%llu,\"seconds\":%.3f}\n", res.disks,
+		       "\"bytes_written\":%llu,\"seconds\":%.3f", res.disks,
 		       (unsigned long long)res.bytes_total,
 		       (unsigned long long)res.bytes_written, res.seconds);
+		if (defined) {
+			printf(",\"defined\":");
+			cli_json_str(stdout, defined);
+		}
+		printf("}\n");
 	} else if (!g.quiet) {
 		char a[32];
 		printf("restored %zu disk%s (%s) to %s in %.1f s\n", res.disks,
 		       res.disks == 1 ? "" : "s", cli_bytes(res.bytes_total, a),
 		       dir, res.seconds);
+		if (defined)
+			printf("defined VM %s\n", defined);
 	}
+	vmb_free(defined);
 	return EXIT_OK;
 }

@@ -290,6 +290,8 @@ VMB_EXTERN(int) vmb_hv_parse_source(const char *source, char plugin[32],
 	return 0;
 }
 
+static int plugin_err(vmb_hv *h, int rc);
+
 VMB_EXTERN(int) vmb_hv_open(const char *name, const char *uri, vmb_hv **out)
 {
 	struct plugin *pl = NULL;
@@ -313,8 +315,9 @@ VMB_EXTERN(int) vmb_hv_open(const char *name, const char *uri, vmb_hv **out)
 	h->pl = pl;
 	rc = pl->copy.open(uri, &h->handle);
 	if (rc) {
+		rc = plugin_err(h, rc);
 		free(h);
-		return vmb_error_prefix("%s plugin: ", name);
+		return rc;
 	}
 	*out = h;
 	return 0;

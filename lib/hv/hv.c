@@ -219,9 +219,9 @@ static int get_plugin(const char *name, struct plugin **out)
 				     name);
 	path = module_path(name);
 	if (!path)
-		return vmb_error_set(VMB_ENOTFOUND, "no %s plugin: %s/%s.so "
-				     "does not exist (set VMB_PLUGIN_DIR?)",
-				     name, vmb_hv_plugin_dir(), name);
+		return vmb_error_set(VMB_ENOTFOUND, "no %s plugin: no %s.so in "
+				     "%s (set VMB_PLUGIN_DIR?)", name, name,
+				     vmb_hv_plugin_dir());
 	dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 	if (!dl) {
 		rc = vmb_error_set(VMB_ENOTSUP, "%s plugin: cannot load %s: %s",
@@ -276,7 +276,11 @@ VMB_EXTERN(int) vmb_hv_parse_source(const char *source, char plugin[32],
 			pl = find_loaded(name);
 			pthread_mutex_unlock(&lock);
 			mp = pl ? NULL : module_path(name);
-			if (pl || mp || !strcmp(name, "file")) {
+			struct stat st;
+			/* PLUGIN:VM, also when the plugin is missing (the
+			 * open then says so), unless it names a file */
+			if (pl || mp || !strcmp(name, "file") ||
+			    stat(source, &st) != 0) {
 				free(mp);
 				snprintf(plugin, 32, "%s", name);
 				*rest = colon + 1;
@@ -567,6 +571,8 @@ VMB_EXTERN(int) vmb_hv_backup(vmb_repo *r, const vmb_hv_source *src,
 	bo.version = VMB_BACKUP_OPTIONS_VERSION;
 	if (opts->backup.version < 2)
 		bo.consistency = bo.consistency_note = NULL;
+	if (opts->flags & VMB_HV_BACKUP_FULL)
+		bo.full = 1;
 
 	/* the VM's name decides the parent: describe the first source */
 	if (bo.vm) {

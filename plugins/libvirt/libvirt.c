@@ -445,9 +445,9 @@ static int backup_running(struct lv_conn *c, struct lv_job *j,
 			continue;
 		if (lv_state_get(st, "domain", dom, sizeof dom) != 0 ||
 		    !j->x.uuid || strcmp(dom, j->x.uuid) != 0) {
-			snprintf(j->note, sizeof j->note, "disk %s: the parent "
-				 "snapshot is of another domain",
-				 j->x.disks[i].target);
+			vmb_log(VMB_LOG_WARN, "libvirt: the last snapshot of %s "
+				"is of another domain of that name: disk %s is "
+				"read in full", j->x.name, j->x.disks[i].target);
 			continue;
 		}
 		if (lv_state_get(st, "run", prun, sizeof prun) != 0 ||

@@ -29,6 +29,13 @@ static int parse_doc(const char *xml, xmlDocPtr *out)
 				     "XML: %s", e && e->message ? e->message :
 				     "parse error");
 	}
+	/* libvirt never writes a DTD; one here can only be an attack
+	 * (entity expansion, external entities) */
+	if (doc->intSubset || doc->extSubset) {
+		xmlFreeDoc(doc);
+		return vmb_error_set(VMB_EFORMAT, "libvirt: domain XML with a "
+				     "DOCTYPE is refused");
+	}
 	root = xmlDocGetRootElement(doc);
 	if (!root || xmlStrcmp(root->name, BAD_CAST "domain") != 0) {
 		xmlFreeDoc(doc);

@@ -12,6 +12,7 @@ static const char help[] =
 "    vmb snapshot list IMAGE [--json]\n"
 "    vmb snapshot revert IMAGE NAME\n"
 "    vmb snapshot delete IMAGE NAME\n"
+"    vmb snapshot create|list|revert|delete PLUGIN:VM [NAME] [--connect URI]\n"
 "\n"
 "DESCRIPTION\n"
 "    create freezes IMAGE's current content in the read-only file\n"
@@ -33,22 +34,93 @@ static const char help[] =
 "    use --format qcow2.  QEMU does not open VDI differencing images;\n"
 "    VirtualBox and vmb do.\n"
 "\n"
+"    With PLUGIN:VM (libvirt:DOMAIN) the hypervisor's own VM snapshots\n"
+"    are made, listed, reverted to or deleted through its plugin (for\n"
+"    libvirt: virDomainSnapshotCreateXML and friends; internal qcow2\n"
+"    snapshots), on --connect URI.\n"
+"\n"
 "OPTIONS\n"
 "    --format FMT     the overlay's format: qcow2 (any image; then only\n"
 "                     QEMU can run the VM), or vdi / vmdk (the default\n"
-"                     for images of that format)\n";
+"                     for images of that format)\n"
+"    --connect URI    hypervisor connection for PLUGIN:VM\n";
+
+static int list_cb(const char *name, int64_t created, void *payload)
+{
+	int *n = payload;
+	if (g.json) {
+		printf(*n ? ",{\"name\":" : "{\"name\":");
+		cli_json_str(stdout, name);
+		printf(",\"created\":%lld}", (long long)created);
+	} else {
+		printf("%s\n", name);
+	}
+	(*n)++;
+	return 0;
+}
+
+/* VM snapshots through a hypervisor plugin */
+static int hv_snapshot(const char *plugin, const char *vm, const char *verb,
+		       const char *name, const char *uri)
+{
+	vmb_hv *h = NULL;
+	int rc, n = 0;
+	if (strcmp(verb, "list") && !name)
+		return cli_usage_error("snapshot", "%s needs a NAME", verb);
+	if (strcmp(verb, "list") && strcmp(verb, "create") &&
+	    strcmp(verb, "revert") && strcmp(verb, "delete"))
+		return cli_usage_error("snapshot", "unknown action '%s' (want "
+				       "create, list, revert or delete)", verb);
+	rc = vmb_hv_open(plugin, uri, &h);
+	if (rc)
+		return cli_fail(rc);
+	if (!strcmp(verb, "list")) {
+		if (g.json)
+			printf("[");
+		rc = vmb_hv_snapshot_list(h, vm, list_cb, &n);
+		if (g.json)
+			printf("]\n");
+	} else if (!strcmp(verb, "create")) {
+		rc = vmb_hv_snapshot_create(h, vm, name);
+	} else if (!strcmp(verb, "revert")) {
+		rc = vmb_hv_snapshot_revert(h, vm, name);
+	} else {
+		rc = vmb_hv_snapshot_delete(h, vm, name);
+	}
+	if (rc) {
+		rc = cli_fail(rc);
+		vmb_hv_close(h);
+		return rc;
+	}
+	vmb_hv_close(h);
+	if (strcmp(verb, "list") && !g.quiet && !g.json)
+		printf("%s snapshot %s of %s:%s\n", verb, name, plugin, vm);
+	else if (strcmp(verb, "list") && g.json) {
+		printf("{\"action\":\"%s\",\"snapshot\":", verb);
+		cli_json_str(stdout, name);
+		printf("}\n");
+	}
+	return EXIT_OK;
+}
 
 int cmd_snapshot(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "format", required_argument, NULL, 'f' },
+		{ "connect", required_argument, NULL, 'c' },
 		CLI_COMMON_OPTIONS, { 0 } };
-	const char *format = NULL, *verb, *image, *name;
+	const char *format = NULL, *verb, *image, *name, *uri = NULL;
+	char plugin[32];
+	const char *vm;
 	int c, rc;
 
 	while ((c = getopt_long(argc, argv, "vhf:", opts, NULL)) != -1) {
 		if (c == 'f') {
 			format = optarg;
+			continue;
+		}
+		if (c == 'c') {
+			uri = optarg;
 			continue;
 		}
 		int k = cli_common_opt(c, optarg);
@@ -65,6 +137,11 @@ int cmd_snapshot(int argc, char **argv)
 	name = optind + 2 < argc ? argv[optind + 2] : NULL;
 	if (optind + 3 < argc)
 		return cli_usage_error("snapshot", "too many arguments");
+	if (vmb_hv_parse_source(image, plugin, &vm) == 0 &&
+	    strcmp(plugin, "file") != 0)
+		return hv_snapshot(plugin, vm, verb, name, uri);
+	if (!strncmp(image, "file:", 5))
+		image += 5;
 	if (!strcmp(verb, "list")) {
 		vmb_image_snapshot *l;
 		size_t n;

@@ -719,8 +719,13 @@ static int lv_snapshot_list(void *handle, const char *vm,
 		n = 0;
 	}
 	for (int i = 0, stop = 0; i < n; i++) {
+		char *x = stop ? NULL : virDomainSnapshotGetXMLDesc(ss[i], 0);
+		const char *t = x ? strstr(x, "<creationTime>") : NULL;
+		long long created = t ? strtoll(t + 14, NULL, 10) : 0;
+		free(x);
 		if (!stop)
-			stop = fn(virDomainSnapshotGetName(ss[i]), 0, payload);
+			stop = fn(virDomainSnapshotGetName(ss[i]), created,
+				  payload);
 		virDomainSnapshotFree(ss[i]);
 	}
 	free(ss);

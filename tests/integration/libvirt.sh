@@ -18,7 +18,7 @@ U2=
 lv() { virsh -q -c "$U" "$@"; }
 lv2() { virsh -q -c "$U2" "$@"; }
 stop_all() {
-	for dom in "$PREFIX-a" "$PREFIX-off" "$PREFIX-bad"; do
+	for dom in "$PREFIX-a" "$PREFIX-snap" "$PREFIX-bad"; do
 		virsh -c "$U" destroy "$dom" >/dev/null 2>&1
 		virsh -c "$U" undefine "$dom" --checkpoints-metadata \
 			--snapshots-metadata >/dev/null 2>&1
@@ -182,6 +182,24 @@ lv destroy "$A" >/dev/null
 expect_exit 0 "backup of the shut off domain" "$VMB" backup "$R" "libvirt:$A" --json
 check "shut off: consistency powered-off" test "$(jf consistency)" = powered-off
 check "shut off: the restore is right" restore_cmp off
+
+# ---- VM snapshots through the plugin (libvirt's own, internal qcow2) ----
+S=$PREFIX-snap
+qemu-img convert -f raw -O qcow2 "$T/boot.raw" "$T/snap.qcow2"
+domxml "$S" "$T/snap.serial" "$T/snap.qcow2:qcow2:vda" >"$T/snap.xml"
+lv define "$T/snap.xml" >/dev/null || bad "define the snapshot domain"
+expect_exit 0 "vmb snapshot create libvirt:DOM" "$VMB" snapshot create "libvirt:$S" s1
+qemu-io -f qcow2 -c "write -P 0x99 1M 64K" "$T/snap.qcow2" >/dev/null
+"$VMB" snapshot list "libvirt:$S" --json >"$T/out"
+check "vmb snapshot list libvirt:DOM shows it" grep -q '"name":"s1","created":[1-9]' "$T/out"
+expect_exit 0 "vmb snapshot revert libvirt:DOM" "$VMB" snapshot revert "libvirt:$S" s1
+qemu-io -f qcow2 -c "read -P 0 1M 64K" "$T/snap.qcow2" >"$T/qio" 2>&1
+check "the revert brought the old data back" \
+	sh -c "grep -q 'read 65536/65536' '$T/qio' && ! grep -q failed '$T/qio'"
+expect_exit 0 "vmb snapshot delete libvirt:DOM" "$VMB" snapshot delete "libvirt:$S" s1
+check "the snapshot is gone" test -z "$(lv snapshot-list "$S" --name)"
+expect_exit 1 "deleting a missing snapshot" "$VMB" snapshot delete "libvirt:$S" s9
+one_line "deleting a missing snapshot"
 
 # ---- errors: one line, exit 1, nothing written ----
 count() { find "$R" -type f ! -path '*/locks/*' | wc -l; }

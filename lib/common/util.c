@@ -2,6 +2,8 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include "util.h"
@@ -299,4 +301,47 @@ double vmb_now(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int vmb_mkdir_p(const char *path, unsigned mode)
+{
+	struct stat st;
+	char *p;
+	size_t n;
+	int rc = 0;
+	if (!path || !*path)
+		return vmb_error_set(VMB_EINVAL, "empty folder name");
+	if (!(p = vmb_strdup(path)))
+		return VMB_ENOMEM;
+	n = strlen(p);
+	while (n > 1 && p[n - 1] == '/')
+		p[--n] = 0;
+	/* every prefix that ends before a '/', then the whole path */
+	for (char *s = p + 1;; s++) {
+		char c = *s;
+		if (c != '/' && c != 0)
+			continue;
+		*s = 0;
+		if (stat(p, &st) == 0) {
+			if (!S_ISDIR(st.st_mode)) {
+				rc = vmb_error_set(VMB_EINVAL, "cannot create %s: "
+						   "%s is not a folder", path, p);
+				break;
+			}
+		} else if (mkdir(p, (mode_t)mode) != 0 && errno != EEXIST) {
+			int e = errno;
+			rc = vmb_error_set(e == EACCES || e == EPERM ? VMB_EACCES :
+					   e == ENOSPC ? VMB_ENOSPC : VMB_EIO,
+					   "cannot create %s: %s: %s", path, p,
+					   strerror(e));
+			break;
+		}
+		*s = c;
+		if (!c)
+			break;
+		while (s[1] == '/')
+			s++;
+	}
+	free(p);
+	return rc;
 }

@@ -133,6 +133,12 @@ int vmb_unhex(const char *in, uint8_t *out, size_t len);
 /* Parse "4M", "64K", "1G", "512" into bytes; -1 on bad input. */
 int vmb_parse_size(const char *s, uint64_t *out);
 
+/* Create folder @path and every missing parent (mode @mode, as mkdir -p;
+ * relative paths and trailing slashes are fine).  Errors name the part
+ * that failed: VMB_EINVAL when it exists but is not a folder, VMB_EACCES
+ * or VMB_EIO otherwise. */
+int vmb_mkdir_p(const char *path, unsigned mode);
+
 /* Monotonic seconds. */
 double vmb_now(void);
 

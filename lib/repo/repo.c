@@ -509,23 +509,6 @@ void vmb_repo__cache_load(vmb_repo *r)
 	r->known_loaded = 1;
 }
 
-static int mkdir_p(const char *path)
-{
-	char *p = vmb_strdup(path);
-	if (!p)
-		return -1;
-	for (char *s = p + 1; *s; s++) {
-		if (*s == '/') {
-			*s = 0;
-			mkdir(p, 0700);
-			*s = '/';
-		}
-	}
-	mkdir(p, 0700);
-	free(p);
-	return 0;
-}
-
 void vmb_repo__cache_save(vmb_repo *r)
 {
 	char *p = cache_path(r), *tmp, *dir, *slash;
@@ -536,7 +519,8 @@ void vmb_repo__cache_save(vmb_repo *r)
 	slash = dir ? strrchr(dir, '/') : NULL;
 	if (slash) {
 		*slash = 0;
-		mkdir_p(dir);
+		if (vmb_mkdir_p(dir, 0700))
+			vmb_error_clear(); /* the cache is only a cache */
 	}
 	free(dir);
 	tmp = vmb_asprintf("%s.tmp%d", p, (int)getpid());

@@ -369,11 +369,10 @@ VMB_EXTERN(int) vmb_repo_restore(vmb_repo *r, const char *ref,
 	if (rc)
 		return rc;
 	if (stat(dir, &st) != 0) {
-		if (mkdir(dir, 0700) != 0) {
-			rc = vmb_error_set(VMB_EIO, "cannot create %s: %s", dir,
-					   strerror(errno));
+		/* a new host's restore target may not exist at all yet */
+		rc = vmb_mkdir_p(dir, 0700);
+		if (rc)
 			goto out;
-		}
 	} else if (!S_ISDIR(st.st_mode)) {
 		rc = vmb_error_set(VMB_EINVAL, "%s is not a folder", dir);
 		goto out;

@@ -40,28 +40,6 @@ static int fail(struct local *l, const char *what, const char *name, int e)
 			     l->base.url, what, name, strerror(e));
 }
 
-static int mkdirs(const char *path)
-{
-	char *p = vmb_strdup(path);
-	if (!p)
-		return -1;
-	for (char *s = p + 1; *s; s++) {
-		if (*s != '/')
-			continue;
-		*s = 0;
-		if (mkdir(p, 0700) != 0 && errno != EEXIST) {
-			free(p);
-			return -1;
-		}
-		*s = '/';
-	}
-	if (mkdir(p, 0700) != 0 && errno != EEXIST) {
-		free(p);
-		return -1;
-	}
-	free(p);
-	return 0;
-}
 
 static int fsync_dir(const char *file)
 {
@@ -158,8 +136,11 @@ static int local_put(vmb_target *t, const char *name, const void *data,
 		char *dir = vmb_strdup(tmp), *slash = strrchr(dir, '/');
 		if (slash)
 			*slash = 0;
-		if (mkdirs(dir) != 0) {
-			e = errno;
+		int mr = dir ? vmb_mkdir_p(dir, 0700) : VMB_ENOMEM;
+		if (mr != 0) {
+			e = mr == VMB_ENOSPC ? ENOSPC : mr == VMB_EACCES ? EACCES :
+			    mr == VMB_EINVAL ? ENOTDIR : mr == VMB_ENOMEM ? ENOMEM :
+			    EIO;
 			free(dir);
 			r = fail(l, "create folder for", name, e);
 			goto out;

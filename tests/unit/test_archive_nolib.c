@@ -1,5 +1,5 @@
 /*
- * libvmbackup loads libarchive at run time (lib/repo/archive_dl.c).  When
+ * libvmbackup loads libarchive at run time (lib/archive/archive_dl.c).  When
  * it cannot be loaded, export and import fail with VMB_ENOTSUP and one
  * message naming libarchive and the package to install, leave nothing
  * behind, and the rest of the library works: a library file that does
@@ -11,7 +11,7 @@
 #include <unistd.h>
 #include "testutil.h"
 #include "vmbackup.h"
-#include "repo/archive_dl.h"
+#include "archive/archive_dl.h"
 
 static size_t count_snaps(vmb_repo *r)
 {

@@ -6,7 +6,7 @@
  * cost every other command tens of milliseconds with a cold page cache.
  * So libvmbackup does not link it: vmb_archive_load() dlopen()s
  * VMB_ARCHIVE_SONAME once per process and resolves every function
- * archive.c uses into vmb_archive_fn.
+ * lib/archive/ uses into vmb_archive_fn.
  *
  * Types and constants still come from <archive.h> at compile time.  A
  * file that includes this header after <archive.h> calls libarchive as
@@ -17,8 +17,8 @@
  * symbol when vmb links, as libarchive is not linked any more: add it to
  * VMB_ARCHIVE_FUNCS and to the macros below.
  */
-#ifndef VMB_REPO_ARCHIVE_DL_H
-#define VMB_REPO_ARCHIVE_DL_H
+#ifndef VMB_ARCHIVE_DL_H
+#define VMB_ARCHIVE_DL_H
 
 #include <archive.h>
 #include <archive_entry.h>

@@ -1,0 +1,56 @@
+/*
+ * Internals of the archive module (lib/archive/): constants of the
+ * encrypted archive format and helpers shared by export.c, import.c and
+ * ovf.c.  Layout and rules: docs/archives.md.
+ */
+#ifndef VMB_ARCHIVE_INTERNAL_H
+#define VMB_ARCHIVE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sodium.h>
+#include "vmbackup/repo.h"
+
+#define X_MAGIC "VMBX"
+#define X_VERSION 1
+#define X_SEG (64u << 10)
+#define X_ABYTES crypto_secretstream_xchacha20poly1305_ABYTES
+#define X_FIXED 28 /* magic .. repository id: AD of every segment */
+#define X_HDR (X_FIXED + crypto_secretstream_xchacha20poly1305_HEADERBYTES)
+#define X_SUBKEY 16
+#define X_CONTEXT "vmbexpt1"
+
+#define MAX_ENTRIES 1000
+#define MAX_ENTRY_SIZE (16ULL << 40)  /* 16 TiB */
+#define MAX_META (4u << 20)           /* manifest, OVF, .mf, config */
+#define SPACE_RESERVE (64ULL << 20)   /* leave this much free in TMPDIR */
+#define SPACE_CHECK_EVERY (64ULL << 20)
+#define IO_BUF (1u << 20)
+
+/* 1 MiB of zeros, for holes */
+extern const uint8_t vmb_archive__zeros[1 << 20];
+
+/* Feed @n zero bytes to a SHA-256 state. */
+void vmb_archive__hash_zeros(crypto_hash_sha256_state *h, uint64_t n);
+/* Finish a SHA-256 state into lowercase hex. */
+void vmb_archive__hash_hex(crypto_hash_sha256_state *h, char hex[65]);
+/* The key of archives exported from repository @r (encrypted ones). */
+void vmb_archive__export_key(const vmb_repo *r, uint8_t key[32]);
+/* A file name safe in any archive and any file system; free(). */
+char *vmb_archive__safe_name(const char *s, const char *fallback);
+/* Printable copy of an untrusted name for a one-line message. */
+void vmb_archive__shown_name(const char *s, char out[120]);
+/* Remove a folder that holds files only. */
+void vmb_archive__remove_tree(const char *dir);
+
+/* What import needs of an OVF descriptor. */
+struct ovf {
+	char *vm;
+	char **hrefs;
+	size_t nhrefs;
+};
+
+int vmb_archive__ovf_parse(const char *text, struct ovf *o);
+void vmb_archive__ovf_free(struct ovf *o);
+
+#endif

@@ -36,6 +36,7 @@ int cmd_check(int argc, char **argv)
 	static const struct option opts[] = { CLI_COMMON_OPTIONS, { 0 } };
 	vmb_check_result res;
 	vmb_repo *r;
+	const char *cipher;
 	int c, rc;
 
 	while ((c = getopt_long(argc, argv, "vh", opts, NULL)) != -1) {
@@ -52,23 +53,26 @@ int cmd_check(int argc, char **argv)
 		return cli_fail(rc);
 	vmb_log_set(sink, NULL, VMB_LOG_WARN);
 	rc = vmb_repo_check(r, &res);
+	cipher = vmb_repo_cipher(r);
 	vmb_repo_close(r);
 	if (rc && rc != VMB_EVERIFY)
 		return cli_fail(rc);
 	if (g.json)
 		printf("{\"ok\":%s,\"snapshots\":%llu,\"indexes\":%llu,"
 		       "\"chunks_referenced\":%llu,\"chunks_missing\":%llu,"
-		       "\"errors\":%llu}\n", rc ? "false" : "true",
+		       "\"errors\":%llu,\"cipher\":\"%s\"}\n",
+		       rc ? "false" : "true",
 		       (unsigned long long)res.snapshots,
 		       (unsigned long long)res.indexes,
 		       (unsigned long long)res.chunks_referenced,
 		       (unsigned long long)res.chunks_missing,
-		       (unsigned long long)res.errors);
+		       (unsigned long long)res.errors, cipher);
 	else if (!g.quiet && !rc)
 		printf("ok: %llu snapshots, %llu indexes, %llu chunks "
-		       "referenced\n", (unsigned long long)res.snapshots,
+		       "referenced (cipher %s)\n",
+		       (unsigned long long)res.snapshots,
 		       (unsigned long long)res.indexes,
-		       (unsigned long long)res.chunks_referenced);
+		       (unsigned long long)res.chunks_referenced, cipher);
 	if (rc)
 		return cli_fail(rc);
 	return EXIT_OK;

@@ -29,10 +29,26 @@ typedef struct vmb_repo_init_options {
 	int encrypted;       /**< 1: "repokey" (default); 0: "none" */
 	uint32_t chunk_size; /**< power of two, 64 KiB..16 MiB; 0: 4 MiB */
 	int zstd_level;      /**< 0: default (1); -1: no compression */
+	int cipher;          /**< VMB_CIPHER_* (version 2; ignored unencrypted) */
 } vmb_repo_init_options;
 
-#define VMB_REPO_INIT_OPTIONS_VERSION 1
-#define VMB_REPO_INIT_OPTIONS_INIT { VMB_REPO_INIT_OPTIONS_VERSION, 1, 0, 0 }
+/** Sealing ciphers of an encrypted repository. */
+enum {
+	VMB_CIPHER_AUTO = 0,              /**< AES-256-GCM where available */
+	VMB_CIPHER_XCHACHA20POLY1305 = 1, /**< every repository before 2 */
+	VMB_CIPHER_AES256GCM = 2          /**< needs AES-NI and PCLMUL */
+};
+
+#define VMB_REPO_INIT_OPTIONS_VERSION 2
+#define VMB_REPO_INIT_OPTIONS_INIT \
+	{ VMB_REPO_INIT_OPTIONS_VERSION, 1, 0, 0, VMB_CIPHER_AUTO }
+
+/**
+ * @return 1 if this machine can seal and open with @p cipher
+ * (VMB_CIPHER_*; AES-256-GCM needs the CPU's AES-NI and PCLMUL, and
+ * $VMB_TEST_NO_AESGCM=1 forces it off for tests), else 0.
+ */
+VMB_EXTERN(int) vmb_cipher_available(int cipher);
 
 /**
  * Create a repository at @p url (path, file://, nfs://, s3:).  The master
@@ -59,6 +75,9 @@ VMB_EXTERN(const char *) vmb_repo_id(const vmb_repo *r);
 VMB_EXTERN(uint32_t) vmb_repo_chunk_size(const vmb_repo *r);
 /** @return 1 if the repository encrypts its data. */
 VMB_EXTERN(int) vmb_repo_encrypted(const vmb_repo *r);
+/** @return the repository's sealing cipher: "xchacha20poly1305",
+ * "aes256gcm", or "none" when unencrypted (static storage). */
+VMB_EXTERN(const char *) vmb_repo_cipher(const vmb_repo *r);
 
 /** One disk to back up. */
 typedef struct vmb_backup_source {

@@ -12,9 +12,20 @@
 #define VMB_SEAL_TAG_BYTES 16
 #define VMB_MAC_BYTES 16
 
+/* Sealing ciphers; the value is byte 7 of a sealed blob's header. */
+#define VMB_CIPHER_XCHACHA 0  /* XChaCha20-Poly1305 (the default before) */
+#define VMB_CIPHER_AESGCM 1   /* AES-256-GCM under a per-object subkey */
+
+/* Per-object AES-256-GCM subkey: BLAKE2b-256 keyed with the encryption
+ * key, salt = the first 16 bytes of the object's 24-byte nonce field,
+ * personalisation "vmb-aes256gcm-v1"; the GCM nonce is the field's last
+ * 8 bytes followed by 4 zero bytes (docs/repository-format.md). */
+#define VMB_AESGCM_SALT_BYTES 16
+
 typedef struct vmb_keys {
 	int encrypted;                      /* seal blobs with enc */
-	uint8_t enc[32];                    /* XChaCha20-Poly1305 key */
+	int cipher;                         /* VMB_CIPHER_* */
+	uint8_t enc[32];                    /* sealing key (both ciphers) */
 	uint8_t id[32];                     /* keyed BLAKE2b for chunk ids */
 	uint8_t mac[32];                    /* keyed BLAKE2b MAC (plain repos) */
 	uint8_t fp[VMB_FP_SECRET_BYTES];    /* xxh3 secret */
@@ -38,11 +49,26 @@ void vmb_crypto_chunk_id(const vmb_keys *k, const void *data, size_t len,
 void vmb_crypto_fingerprint(const vmb_keys *k, const void *data, size_t len,
 			    uint8_t fp[16]);
 
-/* Seal in place: out gets nonce || ciphertext || tag
+/* 1 if AES-256-GCM can run here (AES-NI and PCLMUL), and the test hook
+ * $VMB_TEST_NO_AESGCM does not force it off. */
+int vmb_crypto_aesgcm_available(void);
+
+/* "xchacha20poly1305" or "aes256gcm". */
+const char *vmb_crypto_cipher_name(int cipher);
+
+/* The AES-256-GCM subkey and 12-byte nonce of one object, from the
+ * encryption key and its 24-byte nonce field. */
+void vmb_crypto_aesgcm_subkey(const uint8_t enc[32],
+			      const uint8_t field[VMB_SEAL_NONCE_BYTES],
+			      uint8_t subkey[32], uint8_t nonce[12]);
+
+/* Seal with k->cipher; in may equal out + VMB_SEAL_NONCE_BYTES (in
+ * place): out gets nonce || ciphertext || tag
  * (len + VMB_SEAL_NONCE_BYTES + VMB_SEAL_TAG_BYTES bytes). */
 void vmb_crypto_seal(const vmb_keys *k, const uint8_t *ad, size_t adlen,
 		     const uint8_t *in, size_t len, uint8_t *out);
-/* Open: in is nonce || ciphertext || tag.  Returns 0 or VMB_EAUTH. */
+/* Open: in is nonce || ciphertext || tag; out may be
+ * in + VMB_SEAL_NONCE_BYTES (in place).  Returns 0 or VMB_EAUTH. */
 int vmb_crypto_open(const vmb_keys *k, const uint8_t *ad, size_t adlen,
 		    const uint8_t *in, size_t inlen, uint8_t *out);
 

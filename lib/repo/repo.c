@@ -179,7 +179,7 @@ static int read_config(vmb_repo *r)
 	void *data = NULL;
 	size_t len;
 	vmb_json *j = NULL;
-	const char *id;
+	const char *id, *cipher;
 	uint64_t ver, cs, lvl;
 	char what[300];
 	int rc = vmb_target_get(r->t, "config", &data, &len);
@@ -202,7 +202,7 @@ static int read_config(vmb_repo *r)
 			   "configuration", what);
 	if (vmb_json_u64(j, "vmbackup_repository", &ver))
 		goto out;
-	if (ver != 1) {
+	if (ver != 1 && ver != 2) {
 		rc = vmb_error_set(VMB_ENOTSUP, "%s: repository version %llu "
 				   "is newer than this vmb supports", what,
 				   (unsigned long long)ver);
@@ -215,6 +215,24 @@ static int read_config(vmb_repo *r)
 		goto out;
 	if (vmb_json_u64(j, "zstd_level", &lvl) || lvl > 19)
 		lvl = 1;
+	/* no member: a repository from before the choice, XChaCha20 */
+	cipher = vmb_json_str(j, "cipher");
+	r->cipher = VMB_CIPHER_XCHACHA;
+	if (cipher && strcmp(cipher, "aes256gcm") == 0) {
+		r->cipher = VMB_CIPHER_AESGCM;
+		if (!vmb_crypto_aesgcm_available()) {
+			rc = vmb_error_set(VMB_ENOTSUP, "%s: the repository is "
+					   "sealed with AES-256-GCM, which this "
+					   "machine lacks (no AES-NI/PCLMUL)",
+					   vmb_target_url(r->t));
+			goto out;
+		}
+	} else if (cipher && strcmp(cipher, "xchacha20poly1305") != 0 &&
+		   strcmp(cipher, "none") != 0) {
+		rc = vmb_error_set(VMB_ENOTSUP, "%s: unknown cipher '%.40s'",
+				   what, cipher);
+		goto out;
+	}
 	memcpy(r->id, id, 33);
 	r->chunk_size = (uint32_t)cs;
 	r->zstd_level = (int)lvl;
@@ -235,10 +253,21 @@ VMB_EXTERN(int) vmb_repo_init(const char *url, const char *passphrase,
 	vmb_target *t = NULL;
 	uint64_t sz;
 	vmb_buf b;
-	int rc, level;
+	int rc, level, cipher, aes;
 
 	if (!opts)
 		opts = &def;
+	cipher = opts->version >= 2 ? opts->cipher : VMB_CIPHER_AUTO;
+	if (cipher == VMB_CIPHER_AUTO)
+		cipher = vmb_cipher_available(VMB_CIPHER_AES256GCM)
+				 ? VMB_CIPHER_AES256GCM
+				 : VMB_CIPHER_XCHACHA20POLY1305;
+	if (cipher != VMB_CIPHER_AES256GCM &&
+	    cipher != VMB_CIPHER_XCHACHA20POLY1305)
+		return vmb_error_set(VMB_EINVAL, "unknown cipher %d", cipher);
+	if (opts->encrypted && !vmb_cipher_available(cipher))
+		return vmb_error_set(VMB_ENOTSUP, "AES-256-GCM is not available "
+				     "on this machine (no AES-NI/PCLMUL)");
 	if (vmb_crypto_init())
 		return VMB_EGENERIC;
 	uint32_t cs = opts->chunk_size ? opts->chunk_size
@@ -279,11 +308,17 @@ VMB_EXTERN(int) vmb_repo_init(const char *url, const char *passphrase,
 	if (rc)
 		goto out;
 	vmb_buf_init(&b);
-	vmb_buf_printf(&b, "{\"vmbackup_repository\":1,\"id\":\"%s\","
+	/* version 2 only for AES-GCM: an older vmb, which knows only
+	 * XChaCha20, refuses it instead of calling every chunk damaged */
+	aes = opts->encrypted && cipher == VMB_CIPHER_AES256GCM;
+	vmb_buf_printf(&b, "{\"vmbackup_repository\":%d,\"id\":\"%s\","
 		       "\"chunk_size\":%u,\"encryption\":\"%s\","
+		       "\"cipher\":\"%s\","
 		       "\"compression\":\"%s\",\"zstd_level\":%d,"
-		       "\"created\":%lld}\n", hid, cs,
+		       "\"created\":%lld}\n", aes ? 2 : 1, hid, cs,
 		       opts->encrypted ? "repokey" : "none",
+		       !opts->encrypted ? "none"
+		       : aes ? "aes256gcm" : "xchacha20poly1305",
 		       level ? "zstd" : "none", level, (long long)time(NULL));
 	if (b.failed) {
 		vmb_buf_free(&b);
@@ -394,6 +429,7 @@ VMB_EXTERN(int) vmb_repo_open(const char *url, const char *passphrase,
 	if (rc)
 		goto fail;
 	vmb_crypto_derive(master, encrypted, &r->keys);
+	r->keys.cipher = r->cipher;
 	memcpy(r->master, master, sizeof master);
 	sodium_memzero(master, sizeof master);
 	/* the GC epoch decides whether the local chunk cache is valid */
@@ -444,6 +480,20 @@ VMB_EXTERN(uint32_t) vmb_repo_chunk_size(const vmb_repo *r)
 VMB_EXTERN(int) vmb_repo_encrypted(const vmb_repo *r)
 {
 	return r->keys.encrypted;
+}
+
+VMB_EXTERN(const char *) vmb_repo_cipher(const vmb_repo *r)
+{
+	return !r->keys.encrypted ? "none"
+				  : vmb_crypto_cipher_name(r->keys.cipher);
+}
+
+VMB_EXTERN(int) vmb_cipher_available(int cipher)
+{
+	if (cipher == VMB_CIPHER_AES256GCM)
+		return vmb_crypto_aesgcm_available();
+	return cipher == VMB_CIPHER_XCHACHA20POLY1305 ||
+	       cipher == VMB_CIPHER_AUTO;
 }
 
 int vmb_repo__threads(const vmb_repo *r, int requested)

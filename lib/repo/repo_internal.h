@@ -25,6 +25,7 @@ struct vmb_repo {
 	char id[33];
 	uint32_t chunk_size;
 	int zstd_level;
+	int cipher;         /* VMB_CIPHER_* of lib/crypto, from config */
 	vmb_keys keys;
 	pthread_mutex_t known_lock;
 	vmb_idset known;    /* chunk ids known to be stored */

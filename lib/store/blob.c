@@ -80,7 +80,8 @@ int vmb_blob_encode(const vmb_keys *k, int type, const uint8_t *bind,
 	out[4] = VMB_BLOB_VERSION;
 	out[5] = (uint8_t)type;
 	out[6] = (uint8_t)flags;
-	out[7] = 0;
+	/* the cipher is authenticated with the rest of the header */
+	out[7] = k->encrypted ? (uint8_t)k->cipher : 0;
 	vmb_put_le32(out + 8, (uint32_t)len);
 	vmb_put_le32(out + 12, (uint32_t)plen);
 	ad = make_ad(out, bind, bindlen, adstack, sizeof adstack, &adlen);
@@ -129,7 +130,16 @@ int vmb_blob_decode(const vmb_keys *k, int type, const uint8_t *bind,
 	flags = blob[6];
 	plain = vmb_le32(blob + 8);
 	plen = vmb_le32(blob + 12);
-	if ((flags & ~7) || blob[7] ||
+	if (blob[7] != (k->encrypted ? k->cipher : 0)) {
+		if (k->encrypted && blob[7] <= VMB_CIPHER_AESGCM)
+			return vmb_error_set(VMB_ECORRUPT, "%s: sealed with "
+					     "%s, but the repository uses %s",
+					     what, vmb_crypto_cipher_name(
+							   blob[7]),
+					     vmb_crypto_cipher_name(k->cipher));
+		return vmb_error_set(VMB_ECORRUPT, "%s: bad object flags", what);
+	}
+	if ((flags & ~7) ||
 	    !!(flags & VMB_BLOB_F_SEALED) != !!k->encrypted ||
 	    !!(flags & VMB_BLOB_F_MAC) == !!k->encrypted)
 		return vmb_error_set(VMB_ECORRUPT, "%s: bad object flags", what);

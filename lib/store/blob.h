@@ -5,8 +5,9 @@
  *   0  4  magic "VMBK"
  *   4  1  format version (1)
  *   5  1  type (VMB_BLOB_*)
- *   6  1  flags: 1 = zstd, 2 = sealed (XChaCha20-Poly1305), 4 = MAC
- *   7  1  reserved, 0
+ *   6  1  flags: 1 = zstd, 2 = sealed, 4 = MAC
+ *   7  1  cipher when sealed (VMB_CIPHER_*: 0 XChaCha20-Poly1305,
+ *           1 AES-256-GCM), else 0
  *   8  4  plaintext length (LE)
  *  12  4  payload length (LE): bytes after compression, before sealing
  *  16     sealed: nonce[24] | ciphertext[payload] | tag[16]

@@ -268,7 +268,7 @@ static void test_ids(void)
 	}
 }
 
-static void test_seal(void)
+static void test_seal(int cipher)
 {
 	uint8_t master[32], other[32];
 	vmb_keys k, k2;
@@ -280,6 +280,7 @@ static void test_seal(void)
 	vmb_crypto_random(other, 32);
 	vmb_crypto_derive(master, 1, &k);
 	vmb_crypto_derive(other, 1, &k2);
+	k.cipher = k2.cipher = cipher;
 	test_random(msg, sizeof msg, 7);
 	vmb_crypto_seal(&k, ad, sizeof ad - 1, msg, sizeof msg, sealed);
 	memset(out, 0, sizeof out);
@@ -291,6 +292,30 @@ static void test_seal(void)
 	vmb_crypto_seal(&k, ad, sizeof ad - 1, msg, sizeof msg, sealed2);
 	CHECK(memcmp(sealed, sealed2, VMB_SEAL_NONCE_BYTES) != 0);
 	CHECK(memcmp(sealed + 24, sealed2 + 24, sizeof msg) != 0);
+
+	/* in place, as blobs do: the plaintext right after the nonce */
+	{
+		uint8_t ip[333 + 40];
+		memcpy(ip + VMB_SEAL_NONCE_BYTES, msg, sizeof msg);
+		vmb_crypto_seal(&k, ad, sizeof ad - 1, ip + VMB_SEAL_NONCE_BYTES,
+				sizeof msg, ip);
+		CHECK(memcmp(ip + VMB_SEAL_NONCE_BYTES, msg, sizeof msg) != 0);
+		CHECK_OK(vmb_crypto_open(&k, ad, sizeof ad - 1, ip, slen, out));
+		CHECK(memcmp(out, msg, sizeof msg) == 0);
+		CHECK_OK(vmb_crypto_open(&k, ad, sizeof ad - 1, ip, slen,
+					 ip + VMB_SEAL_NONCE_BYTES));
+		CHECK(memcmp(ip + VMB_SEAL_NONCE_BYTES, msg, sizeof msg) == 0);
+	}
+	/* the other cipher under the same key cannot open it */
+	{
+		vmb_keys ko = k;
+		ko.cipher = cipher == VMB_CIPHER_AESGCM ? VMB_CIPHER_XCHACHA
+							: VMB_CIPHER_AESGCM;
+		if (ko.cipher != VMB_CIPHER_AESGCM ||
+		    vmb_crypto_aesgcm_available())
+			CHECK_ERR(vmb_crypto_open(&ko, ad, sizeof ad - 1, sealed,
+						  slen, out), VMB_EAUTH);
+	}
 
 	/* every flipped bit fails */
 	int all = 1;
@@ -343,6 +368,92 @@ static void test_seal(void)
 	CHECK(memcmp(m1, m2, 16) != 0);
 }
 
+/* The per-object AES-256-GCM subkey and its documented layout
+ * (docs/repository-format.md, "Ciphers"). */
+static void test_aesgcm_subkey(void)
+{
+	uint8_t enc[32], field[24], f2[24], sk[32], sk2[32], n[12], n2[12];
+	uint8_t want[32];
+	static const uint8_t personal[16] = "vmb-aes256gcm-v1";
+
+	for (int i = 0; i < 32; i++)
+		enc[i] = (uint8_t)i;
+	for (int i = 0; i < 24; i++)
+		field[i] = (uint8_t)(100 + i);
+	vmb_crypto_aesgcm_subkey(enc, field, sk, n);
+	/* known answer, from Python's hashlib.blake2b(key=enc,
+	 * salt=field[:16], person=b"vmb-aes256gcm-v1", digest_size=32) */
+	CHECK_OK(vmb_unhex("a65eb7c4baf033f49c630c97e386c418"
+			   "bcca78ec68b8d24306cbc02d24a28fd2", want, 32));
+	CHECK(memcmp(sk, want, 32) == 0);
+	/* the layout: BLAKE2b salt = field[0..16], nonce = field[16..24]
+	 * then four zero bytes */
+	crypto_generichash_blake2b_salt_personal(want, 32, NULL, 0, enc, 32,
+						 field, personal);
+	CHECK(memcmp(sk, want, 32) == 0);
+	CHECK(memcmp(n, field + 16, 8) == 0);
+	CHECK(n[8] == 0 && n[9] == 0 && n[10] == 0 && n[11] == 0);
+	/* same inputs, same subkey */
+	vmb_crypto_aesgcm_subkey(enc, field, sk2, n2);
+	CHECK(memcmp(sk, sk2, 32) == 0 && memcmp(n, n2, 12) == 0);
+	/* each salt byte changes the subkey; the nonce bytes do not */
+	int all = 1;
+	for (int i = 0; i < 24; i++) {
+		memcpy(f2, field, 24);
+		f2[i] ^= 0x80;
+		vmb_crypto_aesgcm_subkey(enc, f2, sk2, n2);
+		if (i < 16 && (memcmp(sk, sk2, 32) == 0 || memcmp(n, n2, 12)))
+			all = 0;
+		if (i >= 16 && (memcmp(sk, sk2, 32) || !memcmp(n, n2, 12)))
+			all = 0;
+	}
+	CHECK(all);
+	/* another encryption key, another subkey */
+	enc[5] ^= 1;
+	vmb_crypto_aesgcm_subkey(enc, field, sk2, n2);
+	CHECK(memcmp(sk, sk2, 32) != 0);
+	enc[5] ^= 1;
+	/* random salts: a thousand seals, a thousand subkeys */
+	{
+		static uint8_t seen[1000][32];
+		int dup = 0;
+		for (int i = 0; i < 1000; i++) {
+			vmb_crypto_random(f2, 24);
+			vmb_crypto_aesgcm_subkey(enc, f2, seen[i], n2);
+			for (int j = 0; j < i; j++)
+				if (!memcmp(seen[i], seen[j], 32))
+					dup = 1;
+		}
+		CHECK(!dup);
+	}
+	if (!vmb_crypto_aesgcm_available()) {
+		printf("# no AES-GCM here: known-answer seal skipped\n");
+		return;
+	}
+	/* known answer of a whole seal (Python cryptography's AESGCM with
+	 * that subkey and nonce): nonce field || ciphertext || tag */
+	{
+		vmb_keys k;
+		uint8_t out[24 + 15 + 16], back[15], exp[31];
+		memset(&k, 0, sizeof k);
+		k.encrypted = 1;
+		k.cipher = VMB_CIPHER_AESGCM;
+		memcpy(k.enc, enc, 32);
+		CHECK_OK(vmb_unhex("9d0fd2746c580384a9889be63f0066cf"
+				   "e91c13e5cebeb931ff5419468f21cb", exp, 31));
+		memcpy(out, field, 24);
+		CHECK_OK(vmb_crypto_open(&k, (const uint8_t *)"header+bind", 11,
+					 (memcpy(out + 24, exp, 31), out),
+					 sizeof out, back));
+		CHECK(memcmp(back, "vmbackup object", 15) == 0);
+		/* and the forced-off hook reports it missing */
+		setenv("VMB_TEST_NO_AESGCM", "1", 1);
+		CHECK(!vmb_crypto_aesgcm_available());
+		unsetenv("VMB_TEST_NO_AESGCM");
+		CHECK(vmb_crypto_aesgcm_available());
+	}
+}
+
 int main(void)
 {
 	setenv("VMB_KDF_OPSLIMIT", "1", 1);
@@ -350,6 +461,11 @@ int main(void)
 	CHECK_OK(vmb_crypto_init());
 	test_wrap();
 	test_ids();
-	test_seal();
+	test_seal(VMB_CIPHER_XCHACHA);
+	if (vmb_crypto_aesgcm_available())
+		test_seal(VMB_CIPHER_AESGCM);
+	else
+		printf("# no AES-NI/PCLMUL: AES-GCM seal test skipped\n");
+	test_aesgcm_subkey();
 	return test_done();
 }

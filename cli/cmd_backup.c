@@ -49,8 +49,22 @@ static const char help[] =
 "    --full         ignore the parent snapshot (read and hash all)\n"
 "    --threads N    worker threads (default: one per core)\n"
 "    --json         print one JSON object when done, with snapshot, vm,\n"
-"                   bytes_total, bytes_read, bytes_new, bytes_stored,\n"
-"                   chunks_total, chunks_new, seconds and cbt\n"
+"                   bytes_total, bytes_read, bytes_allocated, bytes_new,\n"
+"                   bytes_stored, chunks_total, chunks_new, seconds and\n"
+"                   cbt\n"
+"\n"
+"COUNTERS\n"
+"    bytes_total      virtual size of all disks\n"
+"    bytes_read       data bytes read from the sources (holes, zero\n"
+"                     and unchanged regions are not read)\n"
+"    bytes_allocated  the chunks those reads fell in, counted whole\n"
+"                     (read <= allocated)\n"
+"    bytes_new        the part of bytes_allocated in chunks the\n"
+"                     repository did not have yet (new <= allocated;\n"
+"                     a hole inside a new chunk counts, so new may\n"
+"                     exceed read)\n"
+"    bytes_stored     bytes written to the target after compression and\n"
+"                     encryption, manifest and index included\n"
 "\n"
 "ENVIRONMENT\n"
 "    VMB_PLUGIN_DIR  folder of the hypervisor plugins (NAME.so)\n"
@@ -181,12 +195,14 @@ static int backup_main(int argc, char **argv, const char **tags)
 			printf("{\"snapshot\":\"%s\",\"vm\":", res.snapshot);
 			cli_json_str(stdout, vm ? vm : "");
 			printf(",\"bytes_total\":%llu,\"bytes_read\":%llu,"
+			       "\"bytes_allocated\":%llu,"
 			       "\"bytes_new\":%llu,\"bytes_stored\":%llu,"
 			       "\"chunks_total\":%llu,\"chunks_new\":%llu,"
 			       "\"chunks_zero\":%llu,\"seconds\":%.3f,"
 			       "\"cbt\":\"%s\"",
 			       (unsigned long long)res.bytes_total,
 			       (unsigned long long)res.bytes_read,
+			       (unsigned long long)res.bytes_allocated,
 			       (unsigned long long)res.bytes_new,
 			       (unsigned long long)res.bytes_stored,
 			       (unsigned long long)res.chunks_total,
@@ -199,11 +215,13 @@ static int backup_main(int argc, char **argv, const char **tags)
 			}
 			printf("}\n");
 		} else if (!g.quiet) {
-			char a[32], b[32], d[32], e[32];
-			printf("snapshot %s of %s: %s total, %s read, %s new, "
+			char a[32], b[32], c[32], d[32], e[32];
+			printf("snapshot %s of %s: %s of disks; read %s of "
+			       "data in %s of chunks, %s of them new; "
 			       "%s stored in %.1f s (cbt: %s)\n", res.snapshot,
 			       vm ? vm : "?", cli_bytes(res.bytes_total, a),
 			       cli_bytes(res.bytes_read, b),
+			       cli_bytes(res.bytes_allocated, c),
 			       cli_bytes(res.bytes_new, d),
 			       cli_bytes(res.bytes_stored, e), res.seconds,
 			       res.cbt);

@@ -47,11 +47,14 @@ static const char help[] =
 "    --name NEW      name of the defined VM\n"
 "    --keep-macs     keep the network cards' MAC addresses\n"
 "    --keep-uuid     keep the VM's UUID (only where the original is gone)\n"
-"    --json          print {snapshot, disks, bytes_total, bytes_written,\n"
-"                    seconds} (and defined: the new VM's name)\n";
+"    --json          print {snapshot (the id SNAP resolved to),\n"
+"                    snapshot_ref (SNAP as given), disks, bytes_total,\n"
+"                    bytes_written, seconds} (and defined: the new VM's\n"
+"                    name)\n";
 
 int cmd_restore(int argc, char **argv)
 {
+	char resolved[33] = "";
 	static const struct option opts[] = {
 		{ "to", required_argument, NULL, 't' },
 		{ "format", required_argument, NULL, 'f' },
@@ -135,20 +138,31 @@ int cmd_restore(int argc, char **argv)
 		if (!rc)
 			rc = vmb_hv_open("libvirt", uri, &h);
 		if (!rc)
-			rc = vmb_hv_restore_define(r, vmb_snapshot_id(s), dir,
+			snprintf(resolved, sizeof resolved, "%s",
+				 vmb_snapshot_id(s));
+		if (!rc)
+			rc = vmb_hv_restore_define(r, resolved, dir,
 						   &o, h, &dopt, &res,
 						   &defined);
 		vmb_hv_close(h);
 		vmb_snapshot_free(s);
 	} else {
-		rc = vmb_repo_restore(r, argv[optind + 1], dir, &o, &res);
+		/* resolve once, so the id printed is the one restored */
+		vmb_snapshot *s = NULL;
+		rc = vmb_repo_snapshot_find(r, argv[optind + 1], &s);
+		if (!rc) {
+			snprintf(resolved, sizeof resolved, "%s",
+				 vmb_snapshot_id(s));
+			rc = vmb_repo_restore(r, resolved, dir, &o, &res);
+		}
+		vmb_snapshot_free(s);
 	}
 	cli_progress_done();
 	vmb_repo_close(r);
 	if (rc)
 		return cli_fail(rc);
 	if (g.json) {
-		printf("{\"snapshot\":");
+		printf("{\"snapshot\":\"%s\",\"snapshot_ref\":", resolved);
 		cli_json_str(stdout, argv[optind + 1]);
 		printf(",\"disks\":%zu,\"bytes_total\":%llu,"
 		       "\"bytes_written\":%llu,\"seconds\":%.3f", res.disks,

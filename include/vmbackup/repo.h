@@ -119,8 +119,11 @@ typedef struct vmb_backup_options {
 typedef struct vmb_backup_result {
 	char snapshot[33];     /**< new snapshot id */
 	uint64_t bytes_total;  /**< virtual size of all disks */
-	uint64_t bytes_read;   /**< bytes read from the sources */
-	uint64_t bytes_new;    /**< plaintext bytes of chunks not yet stored */
+	uint64_t bytes_read;   /**< data bytes read from the sources (holes
+				    and unchanged chunks are not read) */
+	uint64_t bytes_new;    /**< plaintext size of the chunks that were not
+				    yet in the repository, counted whole
+				    (holes inside them too): <= allocated */
 	uint64_t bytes_stored; /**< bytes written to the target */
 	uint64_t chunks_total; /**< chunks in the snapshot, zero ones too */
 	uint64_t chunks_new;   /**< chunks written */
@@ -128,6 +131,10 @@ typedef struct vmb_backup_result {
 	double seconds;
 	const char *cbt;       /**< static: "libvirt", "qcow2-bitmap",
 				    "overlay", "fingerprint", "none" */
+	uint64_t bytes_allocated; /**< size of the chunks that held data
+				       and were read, counted whole: the
+				       reads' span, so read <= allocated
+				       and new <= allocated */
 } vmb_backup_result;
 
 /**

@@ -50,6 +50,7 @@ struct bctx {
 	const vmb_idset *damaged; /* chunks verify found damaged */
 	/* stats (under lock) */
 	uint64_t bytes_new, bytes_stored, chunks_new, fp_reused;
+	uint64_t bytes_allocated; /* whole chunks that held data */
 	/* first error */
 	int err;
 	char errmsg[1024];
@@ -470,6 +471,7 @@ static int backup_disk(struct bctx *c, vmb_pool *pool, vmb_disk *d,
 			if (rc < 0)
 				return rc;
 			if (rc == 1) {
+				c->bytes_allocated += len;
 				ps->p.bytes_done += len;
 				ps->p.bytes_read = *bytes_read;
 				if ((rc = report(ps, 0)) ||
@@ -486,6 +488,7 @@ static int backup_disk(struct bctx *c, vmb_pool *pool, vmb_disk *d,
 		if (!m.has_data) {
 			ix->e[i].kind = VMB_CHUNK_ZERO; /* never read */
 		} else {
+			c->bytes_allocated += len;
 			j = vmb_malloc(sizeof *j);
 			if (!j)
 				return VMB_ENOMEM;
@@ -1137,15 +1140,18 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 					(char *)opts->consistency_note : NULL;
 	}
 	res->bytes_new = c.bytes_new;
+	res->bytes_allocated = c.bytes_allocated;
 	res->chunks_new = c.chunks_new;
 	res->cbt = cbt_names[used_parent];
 	res->seconds = vmb_now() - t0;
 	snprintf(stats, sizeof stats, "{\"bytes_total\":%llu,\"bytes_read\":"
-		 "%llu,\"bytes_new\":%llu,\"bytes_stored\":%llu,"
+		 "%llu,\"bytes_allocated\":%llu,\"bytes_new\":%llu,"
+		 "\"bytes_stored\":%llu,"
 		 "\"chunks_total\":%llu,\"chunks_new\":%llu,"
 		 "\"chunks_zero\":%llu,\"seconds\":%.3f}",
 		 (unsigned long long)res->bytes_total,
 		 (unsigned long long)res->bytes_read,
+		 (unsigned long long)c.bytes_allocated,
 		 (unsigned long long)c.bytes_new,
 		 (unsigned long long)c.bytes_stored,
 		 (unsigned long long)res->chunks_total,

@@ -208,6 +208,50 @@ if r1 and r4:
          max(r1[2], r4[2]) <= rs_bound,
          f"{r1[2] / 1024:.0f} MiB (1 GiB) vs {r4[2] / 1024:.0f} MiB (4 GiB); "
          f"bound {rs_bound / 1024:.0f} MiB for {T} threads")
+# ---- issue 15 goals (each with the cipher) ----------------------------------
+ciph = meta.get("cipher", "?")
+vr, qr = w("vmb", "restore"), w("qemu", "restore")
+if vr and qr:
+    goal(f"[{ciph}] restore to raw faster than qemu-img convert -O raw (no flush)",
+         vr < qr, f"{qr / vr:.2f}x ({vr:.2f} s vs {qr:.2f} s)")
+vrf, qrf = w("vmb", "restore-flush"), w("qemu", "restore-flush")
+if vrf and qrf:
+    goal(f"[{ciph}] restore to raw with a flush >= 1.3x faster than qemu-img",
+         qrf / vrf >= 1.3, f"{qrf / vrf:.2f}x ({vrf:.2f} s vs {qrf:.2f} s)")
+z = w("zstd", "full")
+if vf and z:
+    goal(f"[{ciph}] full backup within 1.1x of zstd -T0 -1", vf / z <= 1.1,
+         f"{vf / z:.2f}x ({vf:.2f} s vs {z:.2f} s)")
+cl = sorted(((int(ph.split("-")[1]), v[0][0]) for (t, ph), v in times.items()
+             if t == "class" and ph.startswith("clone-")))
+if cl:
+    first = cl[0][1]
+    later = [x for _, x in cl[1:]]
+    total = sum(x for _, x in cl)
+    one = sizes.get(("class", "first"))
+    allsz = sizes.get(("class", "all"))
+    n = meta.get("class_clones", "?")
+    if one and allsz:
+        goal(f"[{ciph}] classroom: {n} VDI clones stored in <= 1.5x one disk's space",
+             allsz <= 1.5 * one, f"{allsz / one:.2f}x ({allsz / MiB:.0f} MiB vs "
+             f"{one / MiB:.0f} MiB after the first; total {total:.1f} s)")
+    if later:
+        goal(f"[{ciph}] classroom: each clone after the first < 20% of the first's time",
+             max(later) < 0.2 * first,
+             f"worst {max(later) / first * 100:.1f}%, mean "
+             f"{sum(later) / len(later) / first * 100:.1f}% ({first:.2f} s first, "
+             f"{max(later):.2f} s worst, {total:.1f} s for all)")
+for night in (1, 2):
+    t = w("night", f"night-{night}")
+    if t:
+        sz = sizes.get(("night", f"night-{night}"), 0)
+        goals.append((f"[{ciph}] small business night {night}: five VMs "
+                      "(qcow2, vmdk, vdi, raw, qcow2)"
+                      + (" after 1% changes" if night == 2 else ", full"),
+                      "info", f"{t:.2f} s, repository {sz / MiB:.0f} MiB"))
+goals.append((f"load average at start / end", "info",
+              f"{meta.get('load_start', '?')} / {meta.get('load_end', '?')}"))
+
 if goals:
     p("## Goals (ratios from this run)\n")
     p("| goal | result | figure |")

@@ -27,6 +27,11 @@ QUICK=0
 WARM=0
 MEMCHECK=1
 TOOLS="vmb vmb-cbt borg restic qemu zstd"
+SCENARIOS=1
+CIPHER=auto
+CLASS_MIB=2048
+CLASS_N=30
+NIGHT_MIB=512
 SEED=42
 
 while [ $# -gt 0 ]; do
@@ -37,6 +42,8 @@ while [ $# -gt 0 ]; do
 	--warm) WARM=1; shift ;;
 	--tools) TOOLS=$2; shift 2 ;;
 	--no-memcheck) MEMCHECK=0; shift ;;
+	--cipher) CIPHER=$2; shift 2 ;;
+	--no-scenarios) SCENARIOS=0; shift ;;
 	-h|--help) sed -n '2,19p' "$0"; exit 0 ;;
 	*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
 	esac
@@ -45,6 +52,9 @@ if [ $QUICK = 1 ]; then
 	[ "$SIZE" = 1G ] && SIZE=256M
 	REPEAT=1
 	MEMCHECK=0
+	CLASS_MIB=256
+	CLASS_N=5
+	NIGHT_MIB=64
 fi
 
 to_mib() {
@@ -182,7 +192,8 @@ record meta load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
 run_vmb() {
 	local r=$1 repo=$OUT/repo-vmb
 	rm -rf "$repo" "$XDG_CACHE_HOME/vmb" "$RESTORE"
-	"$VMB" init "$repo" >/dev/null
+	"$VMB" init "$repo" --cipher "$CIPHER" --json >"$OUT/init.json"
+	record meta cipher "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["cipher"])' "$OUT/init.json")"
 	fresh_image
 	measure vmb full "$r" "$VMB" backup "$repo" "$IMG" --vm bench --json
 	record size vmb full "$(dusize "$repo")"
@@ -193,6 +204,10 @@ run_vmb() {
 	record objects vmb inc "$(find "$repo/chunks" -type f | wc -l)"
 	measure vmb restore "$r" "$VMB" restore "$repo" bench@latest \
 		--to "$RESTORE" --format raw
+	check_restore vmb "$RESTORE/disk.img" "$IMG"
+	rm -rf "$RESTORE"
+	measure vmb restore-flush "$r" bash -c '"$0" restore "$1" bench@latest --to "$2" --format raw && sync "$2/disk.img"' \
+		"$VMB" "$repo" "$RESTORE"
 	check_restore vmb "$RESTORE/disk.img" "$IMG"
 }
 
@@ -267,6 +282,9 @@ run_qemu() {
 	record size qemu full "$(dusize "$OUT/disk.qcow2")"
 	mkdir -p "$RESTORE"
 	measure qemu restore "$r" qemu-img convert -O raw "$OUT/disk.qcow2" "$RESTORE/disk.img"
+	rm -f "$RESTORE/disk.img"
+	measure qemu restore-flush "$r" bash -c 'qemu-img convert -O raw "$0" "$1" && sync "$1"' \
+		"$OUT/disk.qcow2" "$RESTORE/disk.img"
 	check_restore qemu "$RESTORE/disk.img" "$IMG"
 	rm -f "$OUT/disk.qcow2"
 }
@@ -303,6 +321,13 @@ if [ $MEMCHECK = 1 ] && [[ " $TOOLS " == *" vmb "* ]]; then
 			--to "$RESTORE" --format raw
 		rm -rf "$OUT/repo-mem" "$RESTORE"
 	done
+fi
+
+# ---- issue 15 scenarios ------------------------------------------------------
+if [ $SCENARIOS = 1 ]; then
+	. "$HERE/scenarios.sh"
+	run_classroom
+	run_night
 fi
 
 record meta load_end "$(cut -d' ' -f1-3 /proc/loadavg)"

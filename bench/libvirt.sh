@@ -90,30 +90,7 @@ bash "$SVC" start "$W/svc" >"$W/logs/svc.log" 2>&1 ||
 lv() { virsh -q -c "$URI" "$@"; }
 
 log "making the disk: $SIZE virtual, $DATA_MIB MiB of data"
-cat >"$W/boot.asm" <<'EOF'
-bits 16
-org 0x7c00
-	mov si, msg
-l_next:	lodsb
-	or al, al
-	jz l_done
-	mov bl, al
-	mov dx, 0x3fd
-l_wait:	in al, dx
-	test al, 0x20
-	jz l_wait
-	mov al, bl
-	mov dx, 0x3f8
-	out dx, al
-	jmp l_next
-l_done:	cli
-l_halt:	hlt
-	jmp l_halt
-msg:	db "vmb-boot-ok", 13, 10, 0
-times 510-($-$$) db 0
-dw 0xaa55
-EOF
-nasm -f bin "$W/boot.asm" -o "$W/boot.bin"
+nasm -f bin "$ROOT/tests/fixtures-src/serial_boot.asm" -o "$W/boot.bin"
 # sector 0: the boot sector; from 1 MiB: half random, half text (base64 of
 # random: zstd -1 brings it to about 3/4), in 1 MiB pieces taking turns
 half=$((DATA_MIB / 2))

@@ -40,30 +40,7 @@ export LIBVIRT_DEFAULT_URI=$U
 "$VMB" init "$R" >/dev/null || { bad "init"; finish; }
 
 # a boot sector that prints a line on the serial port, then halts
-cat >"$T/boot.asm" <<'EOF'
-bits 16
-org 0x7c00
-	mov si, msg
-l_next:	lodsb
-	or al, al
-	jz l_done
-	mov bl, al
-	mov dx, 0x3fd
-l_wait:	in al, dx
-	test al, 0x20
-	jz l_wait
-	mov al, bl
-	mov dx, 0x3f8
-	out dx, al
-	jmp l_next
-l_done:	cli
-l_halt:	hlt
-	jmp l_halt
-msg:	db "vmb-boot-ok", 13, 10, 0
-times 510-($-$$) db 0
-dw 0xaa55
-EOF
-nasm -f bin "$T/boot.asm" -o "$T/boot.bin" || { bad "nasm"; finish; }
+nasm -f bin "$SRCDIR/tests/fixtures-src/serial_boot.asm" -o "$T/boot.bin" || { bad "nasm"; finish; }
 truncate -s 64M "$T/boot.raw"
 dd if="$T/boot.bin" of="$T/boot.raw" conv=notrunc status=none
 qemu-img convert -f raw -O qcow2 "$T/boot.raw" "$T/vda.qcow2"

@@ -43,14 +43,28 @@ void vmb_archive__shown_name(const char *s, char out[120]);
 /* Remove a folder that holds files only. */
 void vmb_archive__remove_tree(const char *dir);
 
-/* What import needs of an OVF descriptor. */
+/* What import needs of an OVF descriptor (lib/archive/ovf.c). */
+struct ovf_file {
+	char *id, *href;  /* ovf:id, ovf:href */
+	uint64_t size;    /* ovf:size, if has_size */
+	int has_size;
+};
+struct ovf_disk {
+	char *id, *file_ref; /* ovf:diskId, ovf:fileRef (a File's id) */
+	uint64_t capacity;   /* bytes (capacity x units), if has_capacity */
+	int has_capacity;
+};
 struct ovf {
-	char *vm;
-	char **hrefs;
-	size_t nhrefs;
+	char *vm;              /* VirtualSystem ovf:id, else its Name */
+	struct ovf_file *files;
+	size_t nfiles;
+	struct ovf_disk *disks;
+	size_t ndisks;
 };
 
-int vmb_archive__ovf_parse(const char *text, struct ovf *o);
+/* Parse @p len bytes of descriptor text; on failure the error message
+ * says what is wrong (without the archive's name) and *o is empty. */
+int vmb_archive__ovf_parse(const char *text, size_t len, struct ovf *o);
 void vmb_archive__ovf_free(struct ovf *o);
 
 #endif

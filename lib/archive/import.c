@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sodium.h>
+#include <nettle/sha1.h>
 #include "vmbackup/archive.h"
 #include "vmbackup/sys/disk_format.h"
 #include "common/json.h"
@@ -441,51 +442,190 @@ static char *clean_vm_name(const char *s)
 	return o;
 }
 
-/* Check an OVA's .mf file: SHA256(file)= hex lines are verified. */
-static int check_mf(struct ictx *x, const char *mfname)
+/* The digest algorithms OVF allows in a manifest. */
+enum { MF_SHA1 = 1, MF_SHA256 = 2, MF_SHA512 = 3 };
+
+/* Hex digest of an extracted file (SHA-256 was taken while extracting). */
+static int file_digest(struct ictx *x, const struct xfile *f, int alg,
+		       char hex[129])
 {
-	char *text = NULL, *line, *save = NULL;
-	int rc = read_small(x, mfname, &text), sha1 = 0;
+	static const char digits[] = "0123456789abcdef";
+	unsigned char md[64];
+	size_t mdlen;
+	char *path;
+	unsigned char *buf;
+	uint64_t off = 0;
+	int fd, rc = 0;
+	struct sha1_ctx s1;
+	crypto_hash_sha512_state s5;
+
+	if (alg == MF_SHA256) {
+		memcpy(hex, f->sha, 65);
+		return 0;
+	}
+	path = vmb_asprintf("%s/%s", x->dir, f->name);
+	buf = vmb_malloc(IO_BUF);
+	if (!path || !buf) {
+		free(path);
+		free(buf);
+		return VMB_ENOMEM;
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	free(path);
+	if (fd < 0) {
+		free(buf);
+		return vmb_error_set(VMB_EIO, "cannot read %s from the archive",
+				     f->name);
+	}
+	sha1_init(&s1);
+	crypto_hash_sha512_init(&s5);
+	while (off < f->size) {
+		size_t n = f->size - off < IO_BUF ? (size_t)(f->size - off)
+						  : IO_BUF;
+		if (vmb_pread_full(fd, buf, n, off) != (int64_t)n) {
+			rc = vmb_error_set(VMB_EIO, "cannot read %s from the "
+					   "archive", f->name);
+			break;
+		}
+		if (alg == MF_SHA1)
+			sha1_update(&s1, n, buf);
+		else
+			crypto_hash_sha512_update(&s5, buf, n);
+		off += n;
+	}
+	close(fd);
+	free(buf);
 	if (rc)
 		return rc;
-	for (line = strtok_r(text, "\n", &save); line;
+	if (alg == MF_SHA1) {
+		sha1_digest(&s1, SHA1_DIGEST_SIZE, md);
+		mdlen = SHA1_DIGEST_SIZE;
+	} else {
+		crypto_hash_sha512_final(&s5, md);
+		mdlen = 64;
+	}
+	for (size_t i = 0; i < mdlen; i++) {
+		hex[2 * i] = digits[md[i] >> 4];
+		hex[2 * i + 1] = digits[md[i] & 15];
+	}
+	hex[2 * mdlen] = 0;
+	return 0;
+}
+
+static int is_hex(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') ||
+		      (s[i] >= 'a' && s[i] <= 'f') ||
+		      (s[i] >= 'A' && s[i] <= 'F')))
+			return 0;
+	return s[n] == 0;
+}
+
+/*
+ * Check an OVA's manifest: every line is ALG(member)= hex with ALG one of
+ * SHA1, SHA256, SHA512; each member's digest must match, each member named
+ * must exist, and every member of the archive but the manifest and the
+ * certificate must be named.  A tampered, missing or unlisted member is a
+ * failed verification (VMB_EVERIFY); a malformed manifest is VMB_EINVAL.
+ */
+static int check_mf(struct ictx *x, const char *mfname)
+{
+	static const struct { const char *name; int alg; size_t hexlen;
+			      const char *shown; } algs[] = {
+		{ "SHA1", MF_SHA1, 40, "SHA-1" },
+		{ "SHA256", MF_SHA256, 64, "SHA-256" },
+		{ "SHA512", MF_SHA512, 128, "SHA-512" } };
+	char *text = NULL, *line, *save = NULL;
+	unsigned char *listed = vmb_calloc(x->nf + 1, 1);
+	unsigned lineno = 0, ndigests = 0;
+	int rc = listed ? read_small(x, mfname, &text) : VMB_ENOMEM;
+	if (rc) {
+		free(listed);
+		return rc;
+	}
+	for (line = strtok_r(text, "\n", &save); line && !rc;
 	     line = strtok_r(NULL, "\n", &save)) {
-		char *open = strchr(line, '('), *close = strstr(line, ")=");
+		char *open, *close, *hex, *fn, shown[120], got[129];
+		size_t k, ln = strlen(line);
 		const struct xfile *f;
-		char *fn, *hex;
-		if (!open || !close || close < open)
+		lineno++;
+		while (ln && (line[ln - 1] == '\r' || line[ln - 1] == ' ' ||
+			      line[ln - 1] == '\t'))
+			line[--ln] = 0;
+		if (!ln)
 			continue;
-		if (!strncmp(line, "SHA1(", 5)) {
-			sha1 = 1;
-			continue;
+		open = strchr(line, '(');
+		close = strstr(line, ")=");
+		if (!open || !close || close < open) {
+			rc = vmb_error_set(VMB_EINVAL, "%s: line %u of the "
+					   "manifest %s is not 'ALGORITHM(file)= "
+					   "digest'; nothing was imported",
+					   x->archive, lineno, mfname);
+			break;
 		}
-		if (strncmp(line, "SHA256(", 7))
-			continue;
+		*open = 0;
+		for (k = 0; k < sizeof algs / sizeof algs[0]; k++)
+			if (!strcmp(line, algs[k].name))
+				break;
+		if (k == sizeof algs / sizeof algs[0]) {
+			vmb_archive__shown_name(line, shown);
+			rc = vmb_error_set(VMB_EINVAL, "%s: the manifest %s "
+					   "uses the digest '%s', which OVF does "
+					   "not allow (SHA1, SHA256, SHA512); "
+					   "nothing was imported", x->archive,
+					   mfname, shown);
+			break;
+		}
+		hex = close + 2;
+		while (*hex == ' ' || *hex == '\t')
+			hex++;
 		fn = vmb_strndup(open + 1, (size_t)(close - open - 1));
 		if (!fn) {
 			rc = VMB_ENOMEM;
 			break;
 		}
-		hex = close + 2;
-		while (*hex == ' ')
-			hex++;
-		hex[strcspn(hex, " \r")] = 0;
-		f = find_file(x, strrchr(fn, '/') ? strrchr(fn, '/') + 1 : fn);
-		if (!f)
-			rc = vmb_error_set(VMB_EINVAL, "%s: the .mf lists %s, "
-					   "which the archive lacks; nothing "
-					   "was imported", x->archive, fn);
-		else if (strcasecmp(hex, f->sha) != 0)
-			rc = vmb_error_set(VMB_EVERIFY, "%s: %s does not match "
-					   "its SHA-256 in the .mf; nothing was "
-					   "imported", x->archive, fn);
-		free(fn);
-		if (rc)
+		vmb_archive__shown_name(fn, shown);
+		if (!is_hex(hex, algs[k].hexlen)) {
+			rc = vmb_error_set(VMB_EINVAL, "%s: the manifest %s "
+					   "gives %s a %s that is not %zu hex "
+					   "digits; nothing was imported",
+					   x->archive, mfname, shown,
+					   algs[k].shown, algs[k].hexlen);
+			free(fn);
 			break;
+		}
+		f = find_file(x, strrchr(fn, '/') ? strrchr(fn, '/') + 1 : fn);
+		free(fn);
+		if (!f) {
+			rc = vmb_error_set(VMB_EVERIFY, "%s: the manifest %s "
+					   "lists %s, which the archive lacks; "
+					   "nothing was imported", x->archive,
+					   mfname, shown);
+			break;
+		}
+		rc = file_digest(x, f, algs[k].alg, got);
+		if (!rc && strcasecmp(hex, got) != 0)
+			rc = vmb_error_set(VMB_EVERIFY, "%s: %s does not match "
+					   "its %s in the manifest %s (damaged or "
+					   "altered); nothing was imported",
+					   x->archive, f->name, algs[k].shown,
+					   mfname);
+		listed[f - x->f] = 1;
+		ndigests++;
 	}
-	if (!rc && sha1)
-		vmb_log(VMB_LOG_INFO, "%s: SHA-1 lines of %s were not checked",
-			x->archive, mfname);
+	if (!rc && !ndigests)
+		rc = vmb_error_set(VMB_EINVAL, "%s: the manifest %s holds no "
+				   "digests; nothing was imported", x->archive,
+				   mfname);
+	for (size_t i = 0; !rc && i < x->nf; i++)
+		if (!listed[i] && strcmp(x->f[i].name, mfname) &&
+		    !ends_with(x->f[i].name, ".cert"))
+			rc = vmb_error_set(VMB_EVERIFY, "%s: %s is not listed "
+					   "in the manifest %s, so nothing "
+					   "vouches for it; nothing was imported",
+					   x->archive, x->f[i].name, mfname);
+	free(listed);
 	free(text);
 	return rc;
 }
@@ -852,32 +992,59 @@ VMB_EXTERN(int) vmb_repo_import(vmb_repo *r, const char *archive,
 		}
 		vm = clean_vm_name(vmb_json_str(mj, "vm"));
 	} else if (ovfname) {
+		const char *certname = NULL;
+		for (size_t i = 0; i < x.nf; i++)
+			if (ends_with(x.f[i].name, ".cert"))
+				certname = x.f[i].name;
 		if (mfname) {
 			rc = check_mf(&x, mfname);
 			if (rc)
 				goto out;
 		}
+		if (certname)
+			vmb_log(VMB_LOG_WARN, "%s: the signature in %s was NOT "
+				"verified (vmb does not check X.509 "
+				"certificates)%s", archive, certname, mfname ?
+				"; the manifest's digests were" :
+				" and there is no manifest");
 		rc = read_small(&x, ovfname, &ovftext);
-		if (!rc)
-			rc = vmb_archive__ovf_parse(ovftext, &ovf);
+		if (!rc) {
+			rc = vmb_archive__ovf_parse(ovftext, strlen(ovftext),
+						    &ovf);
+			if (rc)
+				rc = vmb_error_set(VMB_EINVAL, "%s: %s: %s; "
+						   "nothing was imported",
+						   archive, ovfname,
+						   vmb_error_message());
+		}
 		if (rc)
 			goto out;
-		for (size_t i = 0; i < ovf.nhrefs; i++) {
-			const char *h = ovf.hrefs[i];
+		for (size_t i = 0; i < ovf.nfiles; i++) {
+			const struct ovf_file *of = &ovf.files[i];
+			const char *h = of->href;
 			const char *b = strrchr(h, '/') ? strrchr(h, '/') + 1 : h;
 			const struct xfile *f = find_file(&x, b);
-			char *dot;
+			char *dot, sh[120];
+			vmb_archive__shown_name(h, sh);
 			if (!f || strstr(h, "://")) {
-				char sh[120];
-				vmb_archive__shown_name(h, sh);
 				rc = vmb_error_set(VMB_EINVAL, "%s: the OVF "
 						   "refers to '%s', which the "
 						   "archive lacks; nothing was "
 						   "imported", archive, sh);
 				goto out;
 			}
+			if (of->has_size && of->size != f->size) {
+				rc = vmb_error_set(VMB_EVERIFY, "%s: %s has "
+						   "%llu bytes, its ovf:size in "
+						   "%s says %llu; nothing was "
+						   "imported", archive, sh,
+						   (unsigned long long)f->size,
+						   ovfname, (unsigned long long)
+						   of->size);
+				goto out;
+			}
 			if (ends_with(b, ".iso") || ends_with(b, ".img.gz") ||
-			    ends_with(b, ".gz")) {
+			    ends_with(b, ".gz") || ends_with(b, ".nvram")) {
 				vmb_log(VMB_LOG_WARN, "%s: skipping %s (not a "
 					"disk image)", archive, b);
 				continue;
@@ -895,6 +1062,29 @@ VMB_EXTERN(int) vmb_repo_import(vmb_repo *r, const char *archive,
 			nsrc++;
 			if (rc)
 				goto out;
+			/* the Disk that uses this file: its capacity */
+			for (size_t k = 0; of->id && k < ovf.ndisks; k++) {
+				const struct ovf_disk *od = &ovf.disks[k];
+				uint64_t vs = vmb_disk_size(disks[nsrc - 1]);
+				uint64_t cap = od->capacity;
+				if (!od->has_capacity || !od->file_ref ||
+				    strcmp(od->file_ref, of->id))
+					continue;
+				/* images hold whole sectors */
+				if (cap % 512 && cap <= UINT64_MAX - 511)
+					cap += 512 - cap % 512;
+				if (vs != cap) {
+					rc = vmb_error_set(VMB_EVERIFY, "%s: %s "
+						"holds a %llu-byte disk, its "
+						"ovf:capacity in %s says %llu "
+						"bytes; nothing was imported",
+						archive, sh,
+						(unsigned long long)vs, ovfname,
+						(unsigned long long)
+						od->capacity);
+					goto out;
+				}
+			}
 		}
 		if (!nsrc) {
 			rc = vmb_error_set(VMB_EINVAL, "%s: the OVF descriptor "

@@ -1,172 +1,263 @@
 /*
- * A minimal OVF descriptor reader for OVA import: the VirtualSystem's id
- * or name, and the hrefs of References/File.
+ * The OVF descriptor of an OVA, read with libxml2: the VirtualSystem's id
+ * or name, the References/File list (href, id, size) and the DiskSection's
+ * disks (fileRef, capacity in bytes).  The descriptor comes from an
+ * untrusted archive: no network, no DTD (a document type declaration, and
+ * with it every entity definition, is refused outright), a node budget,
+ * and every number parsed with overflow checks.
  */
+#include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <libxml/parser.h>
+#include <libxml/tree.h>
 #include "vmbackup/common.h"
 #include "common/util.h"
 #include "archive_internal.h"
 
-static char *xml_unescape(const char *s, size_t n)
+#define OVF_MAX_NODES 200000u /* elements walked before giving up */
+#define OVF_MAX_FILES 4096u   /* References/File and Disk entries */
+
+static int is(const xmlNode *n, const char *local)
 {
-	char *o = vmb_malloc(n + 1), *w = o;
-	if (!o)
-		return NULL;
-	for (size_t i = 0; i < n;) {
-		static const struct { const char *e; char c; } ents[] = {
-			{ "&amp;", '&' }, { "&lt;", '<' }, { "&gt;", '>' },
-			{ "&quot;", '"' }, { "&apos;", '\'' } };
-		int hit = 0;
-		if (s[i] == '&')
-			for (size_t k = 0; k < 5; k++) {
-				size_t l = strlen(ents[k].e);
-				if (i + l <= n && !strncmp(s + i, ents[k].e, l)) {
-					*w++ = ents[k].c;
-					i += l;
-					hit = 1;
-					break;
-				}
-			}
-		if (!hit)
-			*w++ = s[i++];
-	}
-	*w = 0;
-	return o;
+	return n->type == XML_ELEMENT_NODE &&
+	       !strcmp((const char *)n->name, local);
 }
 
-/* Local name of the tag at s (after '<'): its length, and *end. */
-static const char *tag_local(const char *s, size_t *len)
+/* An attribute by local name, whatever its namespace prefix. */
+static char *attr(const xmlNode *n, const char *local)
 {
-	const char *e = s, *colon = NULL;
-	while (*e && *e != ' ' && *e != '\t' && *e != '\r' && *e != '\n' &&
-	       *e != '>' && *e != '/') {
-		if (*e == ':')
-			colon = e;
-		e++;
-	}
-	*len = (size_t)(e - (colon ? colon + 1 : s));
-	return colon ? colon + 1 : s;
-}
-
-/* Attribute whose local name is @name inside the tag [s, end). */
-static char *tag_attr(const char *s, const char *end, const char *name)
-{
-	size_t nl = strlen(name);
-	const char *p = s;
-	while (p < end) {
-		const char *a, *colon = NULL, *eq;
-		char q;
-		while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' ||
-				   *p == '\n'))
-			p++;
-		a = p;
-		while (p < end && *p != '=' && *p != ' ' && *p != '>' &&
-		       *p != '/') {
-			if (*p == ':')
-				colon = p;
-			p++;
-		}
-		eq = p;
-		if (p >= end || *p != '=') {
-			p++;
+	for (const xmlAttr *a = n->properties; a; a = a->next) {
+		if (strcmp((const char *)a->name, local))
 			continue;
-		}
-		p++;
-		if (p >= end || (*p != '"' && *p != '\''))
-			continue;
-		q = *p++;
-		const char *v = p;
-		while (p < end && *p != q)
-			p++;
-		if (p >= end)
-			return NULL;
-		const char *ln = colon ? colon + 1 : a;
-		if ((size_t)(eq - ln) == nl && !strncmp(ln, name, nl))
-			return xml_unescape(v, (size_t)(p - v));
-		p++;
+		xmlChar *v = xmlNodeGetContent((const xmlNode *)a);
+		char *o = v ? vmb_strdup((const char *)v) : NULL;
+		xmlFree(v);
+		return o;
 	}
 	return NULL;
+}
+
+/* A decimal without sign, spaces or overflow. */
+static int parse_u64(const char *s, uint64_t *out)
+{
+	uint64_t v = 0;
+	if (!s || !*s)
+		return -1;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9' || v > (UINT64_MAX - 9) / 10)
+			return -1;
+		v = v * 10 + (uint64_t)(*s - '0');
+	}
+	*out = v;
+	return 0;
+}
+
+/*
+ * ovf:capacityAllocationUnits as DSP0004 programmatic units ("byte",
+ * "byte * 2^30", "byte * 10^3") or the older names some tools write
+ * ("KiloBytes", "MegaBytes", "GigaBytes").  @return the multiplier, 0 if
+ * unknown.
+ */
+static uint64_t unit_bytes(const char *u)
+{
+	char base[8];
+	unsigned b, e;
+	uint64_t m = 1;
+	if (!u || !*u || !strcmp(u, "byte"))
+		return 1;
+	if (!strcmp(u, "KiloBytes"))
+		return 1024;
+	if (!strcmp(u, "MegaBytes"))
+		return 1024 * 1024;
+	if (!strcmp(u, "GigaBytes"))
+		return 1024ull * 1024 * 1024;
+	if (sscanf(u, "byte * %7[0-9]^%u", base, &e) != 2)
+		return 0;
+	b = (unsigned)strtoul(base, NULL, 10);
+	if ((b != 2 && b != 10) || e > 60)
+		return 0;
+	while (e--) {
+		if (m > UINT64_MAX / b)
+			return 0;
+		m *= b;
+	}
+	return m;
 }
 
 void vmb_archive__ovf_free(struct ovf *o)
 {
 	free(o->vm);
-	for (size_t i = 0; i < o->nhrefs; i++)
-		free(o->hrefs[i]);
-	free(o->hrefs);
+	for (size_t i = 0; i < o->nfiles; i++) {
+		free(o->files[i].id);
+		free(o->files[i].href);
+	}
+	free(o->files);
+	for (size_t i = 0; i < o->ndisks; i++) {
+		free(o->disks[i].id);
+		free(o->disks[i].file_ref);
+	}
+	free(o->disks);
+	memset(o, 0, sizeof *o);
 }
 
-int vmb_archive__ovf_parse(const char *text, struct ovf *o)
+struct walk {
+	struct ovf *o;
+	unsigned nodes;
+	char *vs_id, *vs_name;
+	int rc;
+};
+
+static int add_file(struct walk *w, const xmlNode *n)
 {
-	const char *p = text;
-	int in_vs = 0, in_refs = 0;
-	char *id = NULL, *name = NULL;
-	memset(o, 0, sizeof *o);
-	while ((p = strchr(p, '<')) != NULL) {
-		const char *end, *ln;
-		size_t ll;
-		int closing;
-		if (!strncmp(p, "<!--", 4)) {
-			const char *e = strstr(p + 4, "-->");
-			if (!e)
-				break;
-			p = e + 3;
-			continue;
-		}
-		if (p[1] == '?' || p[1] == '!') {
-			p = strchr(p, '>');
-			if (!p)
-				break;
-			continue;
-		}
-		closing = p[1] == '/';
-		end = strchr(p, '>');
-		if (!end)
-			break;
-		ln = tag_local(p + 1 + closing, &ll);
-#define IS(t) (ll == strlen(t) && !strncmp(ln, t, ll))
-		if (closing) {
-			if (IS("References"))
-				in_refs = 0;
-			if (IS("VirtualSystem"))
-				in_vs = 0;
-		} else if (IS("References")) {
-			in_refs = 1;
-		} else if (IS("File") && in_refs) {
-			char *h = tag_attr(ln + ll, end, "href");
-			if (h) {
-				char **nh = vmb_realloc(o->hrefs, (o->nhrefs + 1)
-							* sizeof *nh);
-				if (!nh) {
-					free(h);
-					goto nomem;
-				}
-				o->hrefs = nh;
-				o->hrefs[o->nhrefs++] = h;
-			}
-		} else if (IS("VirtualSystem") && !id) {
-			in_vs = 1;
-			id = tag_attr(ln + ll, end, "id");
-		} else if (IS("Name") && in_vs && !name && end[-1] != '/') {
-			const char *t = end + 1, *te = strchr(t, '<');
-			if (te)
-				name = xml_unescape(t, (size_t)(te - t));
-		}
-#undef IS
-		p = end + 1;
-	}
-	if (id && *id) {
-		o->vm = id;
-		free(name);
-	} else {
-		free(id);
-		o->vm = name;
+	struct ovf *o = w->o;
+	struct ovf_file *f;
+	char *size;
+	if (o->nfiles >= OVF_MAX_FILES)
+		return vmb_error_set(VMB_EINVAL, "more than %u files in "
+				     "References", OVF_MAX_FILES);
+	f = vmb_realloc(o->files, (o->nfiles + 1) * sizeof *f);
+	if (!f)
+		return VMB_ENOMEM;
+	o->files = f;
+	f += o->nfiles;
+	memset(f, 0, sizeof *f);
+	f->href = attr(n, "href");
+	f->id = attr(n, "id");
+	o->nfiles++;
+	if (!f->href || !*f->href)
+		return vmb_error_set(VMB_EINVAL, "a References/File has no "
+				     "ovf:href");
+	if ((size = attr(n, "size")) != NULL) {
+		int bad = parse_u64(size, &f->size);
+		free(size);
+		if (bad)
+			return vmb_error_set(VMB_EINVAL, "the ovf:size of %s "
+					     "is not a byte count", f->href);
+		f->has_size = 1;
 	}
 	return 0;
-nomem:
-	free(id);
-	free(name);
-	return VMB_ENOMEM;
 }
 
+static int add_disk(struct walk *w, const xmlNode *n)
+{
+	struct ovf *o = w->o;
+	struct ovf_disk *d;
+	char *cap, *units;
+	uint64_t v, m;
+	if (o->ndisks >= OVF_MAX_FILES)
+		return vmb_error_set(VMB_EINVAL, "more than %u disks in "
+				     "DiskSection", OVF_MAX_FILES);
+	d = vmb_realloc(o->disks, (o->ndisks + 1) * sizeof *d);
+	if (!d)
+		return VMB_ENOMEM;
+	o->disks = d;
+	d += o->ndisks;
+	memset(d, 0, sizeof *d);
+	d->id = attr(n, "diskId");
+	d->file_ref = attr(n, "fileRef");
+	o->ndisks++;
+	cap = attr(n, "capacity");
+	if (!cap)
+		return 0;
+	units = attr(n, "capacityAllocationUnits");
+	/* "${prop}": set at deployment, nothing to check against */
+	if (cap[0] == '$') {
+		free(cap);
+		free(units);
+		return 0;
+	}
+	m = unit_bytes(units);
+	if (parse_u64(cap, &v) || !m || v > UINT64_MAX / m) {
+		int rc = vmb_error_set(VMB_EINVAL, "disk %s: ovf:capacity "
+				       "'%.40s' in units '%.40s' is not a size",
+				       d->id ? d->id : "?", cap,
+				       units ? units : "byte");
+		free(cap);
+		free(units);
+		return rc;
+	}
+	free(cap);
+	free(units);
+	d->capacity = v * m;
+	d->has_capacity = 1;
+	return 0;
+}
+
+static void walk(struct walk *w, const xmlNode *n, int in_refs, int in_disks)
+{
+	for (; n && !w->rc; n = n->next) {
+		if (n->type != XML_ELEMENT_NODE)
+			continue;
+		if (++w->nodes > OVF_MAX_NODES) {
+			w->rc = vmb_error_set(VMB_EINVAL, "more than %u "
+					      "elements", OVF_MAX_NODES);
+			return;
+		}
+		if (in_refs && is(n, "File"))
+			w->rc = add_file(w, n);
+		else if (in_disks && is(n, "Disk"))
+			w->rc = add_disk(w, n);
+		else if (is(n, "VirtualSystem") && !w->vs_id && !w->vs_name) {
+			w->vs_id = attr(n, "id");
+			if (!w->vs_id || !*w->vs_id) {
+				free(w->vs_id);
+				w->vs_id = NULL;
+				for (const xmlNode *c = n->children; c;
+				     c = c->next)
+					if (is(c, "Name")) {
+						xmlChar *t = xmlNodeGetContent(c);
+						w->vs_name = t ? vmb_strdup(
+							(const char *)t) : NULL;
+						xmlFree(t);
+						break;
+					}
+			}
+		}
+		if (w->rc)
+			return;
+		/* bounded depth: libxml2 refuses documents nested deeper
+		 * than 256 levels without XML_PARSE_HUGE */
+		walk(w, n->children, is(n, "References"),
+		     is(n, "DiskSection"));
+	}
+}
+
+int vmb_archive__ovf_parse(const char *text, size_t len, struct ovf *o)
+{
+	struct walk w;
+	xmlDoc *doc;
+	memset(o, 0, sizeof *o);
+	xmlInitParser();
+	if (len > INT_MAX)
+		return vmb_error_set(VMB_EINVAL, "the descriptor is too large");
+	doc = xmlReadMemory(text, (int)len, "descriptor.ovf", NULL,
+			    XML_PARSE_NONET | XML_PARSE_NOERROR |
+			    XML_PARSE_NOWARNING | XML_PARSE_NOCDATA);
+	if (!doc) {
+		const xmlError *e = xmlGetLastError();
+		return vmb_error_set(VMB_EINVAL, "the descriptor is not "
+				     "well-formed XML (line %d)",
+				     e ? e->line : 0);
+	}
+	if (xmlGetIntSubset(doc)) {
+		xmlFreeDoc(doc);
+		return vmb_error_set(VMB_EINVAL, "the descriptor has a "
+				     "document type declaration (entities are "
+				     "refused)");
+	}
+	memset(&w, 0, sizeof w);
+	w.o = o;
+	walk(&w, xmlDocGetRootElement(doc), 0, 0);
+	xmlFreeDoc(doc);
+	if (w.vs_id) {
+		o->vm = w.vs_id;
+		free(w.vs_name);
+	} else {
+		o->vm = w.vs_name;
+	}
+	if (w.rc)
+		vmb_archive__ovf_free(o);
+	return w.rc;
+}

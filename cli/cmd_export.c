@@ -8,7 +8,7 @@ static const char help[] =
 "    vmb export - write a snapshot to a self-contained tar\n"
 "\n"
 "SYNOPSIS\n"
-"    vmb export REPO SNAP OUT.tar [--format raw|qcow2|vmdk|vdi]\n"
+"    vmb export REPO SNAP OUT.tar [--format raw|qcow2|vmdk[:SUB]|vdi]\n"
 "               [--no-encrypt] [--json]\n"
 "\n"
 "DESCRIPTION\n"
@@ -33,7 +33,9 @@ static const char help[] =
 "    are built in a temporary folder beside OUT.tar first.\n"
 "\n"
 "OPTIONS\n"
-"    --format FMT    disk format in the archive: raw, qcow2, vmdk or vdi\n"
+"    --format FMT    disk format in the archive: raw, qcow2, vmdk or vdi;\n"
+"                    vmdk:streamOptimized or vmdk:monolithicSparse (the\n"
+"                    default) pick the VMDK layout\n"
 "                    (default: each disk's source format)\n"
 "    --no-encrypt    write a plain tar even from an encrypted repository\n"
 "    --json          print {snapshot, archive, disks, bytes_total,\n"
@@ -63,10 +65,12 @@ int cmd_export(int argc, char **argv)
 			continue;
 		switch (c) {
 		case 'f':
-			if (strcmp(optarg, "raw") && strcmp(optarg, "qcow2") &&
-			    strcmp(optarg, "vmdk") && strcmp(optarg, "vdi"))
-				return cli_usage_error("export", "unknown "
-						       "format '%s'", optarg);
+			{
+				char f[16];
+				if (vmb_disk_format_parse(optarg, f, NULL))
+					return cli_usage_error("export", "%s",
+							vmb_error_message());
+			}
 			o.format = optarg;
 			break;
 		case 'n': o.encrypt = 0; break;

@@ -8,7 +8,7 @@ static const char help[] =
 "    vmb restore - restore a snapshot's disks to a folder\n"
 "\n"
 "SYNOPSIS\n"
-"    vmb restore REPO SNAP --to DIR [--format raw|qcow2|vmdk|vdi]\n"
+"    vmb restore REPO SNAP --to DIR [--format raw|qcow2|vmdk[:SUB]|vdi]\n"
 "                [--disk NAME] [--json]\n"
 "    vmb restore REPO SNAP --to DIR [--format F] --define\n"
 "                [--connect URI] [--name NEW] [--keep-macs] [--keep-uuid]\n"
@@ -35,7 +35,11 @@ static const char help[] =
 "\n"
 "OPTIONS\n"
 "    --to DIR        destination folder (created if missing)\n"
-"    --format FMT    raw, qcow2, vmdk or vdi\n"
+"    --format FMT    raw, qcow2, vmdk or vdi; vmdk:SUBFORMAT picks the\n"
+"                    VMDK layout: monolithicSparse (the default),\n"
+"                    streamOptimized (compressed, what ESXi and OVA\n"
+"                    consumers want) or monolithicFlat (NAME.vmdk\n"
+"                    descriptor + NAME-flat.vmdk raw data)\n"
 "    --disk NAME     restore only this disk\n"
 "    --threads N     worker threads (default: one per core)\n"
 "    --no-sync       do not fsync the restored images at the end (as\n"
@@ -86,10 +90,12 @@ int cmd_restore(int argc, char **argv)
 		switch (c) {
 		case 't': dir = optarg; break;
 		case 'f':
-			if (strcmp(optarg, "raw") && strcmp(optarg, "qcow2") &&
-			    strcmp(optarg, "vmdk") && strcmp(optarg, "vdi"))
-				return cli_usage_error("restore", "unknown format "
-						       "'%s'", optarg);
+			{
+				char f[16];
+				if (vmb_disk_format_parse(optarg, f, NULL))
+					return cli_usage_error("restore", "%s",
+							vmb_error_message());
+			}
 			o.format = optarg;
 			break;
 		case 'd': o.disk = optarg; break;

@@ -158,6 +158,18 @@ VMB_EXTERN(int) vmb_disk_writer_finish(vmb_disk_writer *w);
 /** Free a writer; if not finished, the partial file is removed. NULL ok. */
 VMB_EXTERN(void) vmb_disk_writer_free(vmb_disk_writer *w);
 
+/**
+ * Split a format as users write it: "raw", "qcow2", "vdi", "vmdk", or
+ * "vmdk:SUBFORMAT" with SUBFORMAT monolithicSparse (the default),
+ * streamOptimized (what ESXi and OVA consumers want) or monolithicFlat
+ * (NAME.vmdk descriptor + NAME-flat.vmdk data); "vmdk:subformat=X", in
+ * qemu-img's manner, is the same.  @param[out] format  the format name;
+ * @param[out] subformat  a static string, or NULL when none was given.
+ * @return 0, or VMB_EINVAL with a message naming what is wrong.
+ */
+VMB_EXTERN(int) vmb_disk_format_parse(const char *spec, char format[16],
+				      const char **subformat);
+
 /** @return the usual file extension for a format ("qcow2", "img" ...). */
 VMB_EXTERN(const char *) vmb_disk_format_extension(const char *format);
 

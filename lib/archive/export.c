@@ -394,6 +394,8 @@ VMB_EXTERN(int) vmb_repo_export(vmb_repo *r, const char *snap_ref,
 	int rc, tmp_made = 0;
 	double t0 = vmb_now();
 	uint64_t base = 0;
+	char want_fmt[16] = "";
+	const char *want_sub = NULL;
 
 	if (!opts)
 		opts = &def;
@@ -408,9 +410,14 @@ VMB_EXTERN(int) vmb_repo_export(vmb_repo *r, const char *snap_ref,
 	xp.p.phase = "export";
 	if (!out_tar || !*out_tar)
 		return vmb_error_set(VMB_EINVAL, "no archive file given");
-	if (opts->format && (!vmb_disk_format_extension(opts->format)))
-		return vmb_error_set(VMB_EINVAL, "unknown disk format '%s'",
-				     opts->format);
+	if (opts->format &&
+	    vmb_disk_format_parse(opts->format, want_fmt, &want_sub))
+		return vmb_error_code();
+	if (want_sub && !strcmp(want_sub, "monolithicFlat"))
+		return vmb_error_set(VMB_ENOTSUP, "an archive holds one file "
+				     "per disk: export as vmdk:monolithicSparse "
+				     "or vmdk:streamOptimized, or restore with "
+				     "--format vmdk:monolithicFlat");
 	rc = vmb_archive_load("export");
 	if (rc)
 		return rc;
@@ -455,7 +462,7 @@ VMB_EXTERN(int) vmb_repo_export(vmb_repo *r, const char *snap_ref,
 	}
 	for (size_t i = 0; i < s->ndisks; i++) {
 		const vmb_mdisk *md = &s->disks[i];
-		const char *fmt = opts->format ? opts->format : md->format;
+		const char *fmt = opts->format ? want_fmt : md->format;
 		struct ranges rs = { NULL, 0, 0, 0 };
 		char *base_name;
 		if (!vmb_disk_format_extension(fmt))
@@ -525,7 +532,8 @@ VMB_EXTERN(int) vmb_repo_export(vmb_repo *r, const char *snap_ref,
 					goto out;
 				}
 			}
-			ro.format = fmt;
+			/* the whole spec: vmdk:streamOptimized */
+			ro.format = opts->format ? opts->format : fmt;
 			ro.disk = md->name;
 			rc = vmb_repo_restore(r, s->id, parts, &ro, &rres);
 			if (!rc && !(img = vmb_asprintf("%s/%s.%s", parts,
@@ -608,7 +616,7 @@ VMB_EXTERN(int) vmb_repo_export(vmb_repo *r, const char *snap_ref,
 	vmb_buf_puts(&m, "],\"disks\":[");
 	for (size_t i = 0; i < s->ndisks; i++) {
 		const vmb_mdisk *md = &s->disks[i];
-		const char *fmt = opts->format ? opts->format : md->format;
+		const char *fmt = opts->format ? want_fmt : md->format;
 		if (!vmb_disk_format_extension(fmt))
 			fmt = "raw";
 		vmb_buf_printf(&m, "%s{\"name\":", i ? "," : "");

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <dirent.h>
 #include <unistd.h>
@@ -67,6 +68,49 @@ VMB_EXTERN(const char *) vmb_disk_format_extension(const char *format)
 {
 	const vmb_disk_format *f = vmb_disk__format_by_name(format);
 	return f ? f->extension : NULL;
+}
+
+VMB_EXTERN(int) vmb_disk_format_parse(const char *spec, char format[16],
+				      const char **subformat)
+{
+	static const char *const vmdk_subs[] = {
+		"monolithicSparse", "streamOptimized", "monolithicFlat" };
+	const char *colon = spec ? strchr(spec, ':') : NULL;
+	const char *sub = NULL;
+	size_t n;
+	if (!spec || !*spec)
+		return vmb_error_set(VMB_EINVAL, "empty disk format");
+	n = colon ? (size_t)(colon - spec) : strlen(spec);
+	if (n >= 16)
+		return vmb_error_set(VMB_EINVAL, "unknown disk format '%.40s'",
+				     spec);
+	memcpy(format, spec, n);
+	format[n] = 0;
+	if (!vmb_disk_format_extension(format))
+		return vmb_error_set(VMB_EINVAL, "unknown disk format '%s' "
+				     "(raw, qcow2, vmdk or vdi)", format);
+	if (colon) {
+		const char *want = colon + 1;
+		/* qemu-img's spelling is accepted too: vmdk:subformat=X */
+		if (!strncmp(want, "subformat=", 10))
+			want += 10;
+		if (strcmp(format, "vmdk"))
+			return vmb_error_set(VMB_EINVAL, "format %s has no "
+					     "subformats (only vmdk does)",
+					     format);
+		for (size_t i = 0; i < sizeof vmdk_subs / sizeof *vmdk_subs;
+		     i++)
+			if (!strcasecmp(want, vmdk_subs[i]))
+				sub = vmdk_subs[i];
+		if (!sub)
+			return vmb_error_set(VMB_EINVAL, "unknown vmdk "
+					     "subformat '%.40s' "
+					     "(monolithicSparse, streamOptimized "
+					     "or monolithicFlat)", want);
+	}
+	if (subformat)
+		*subformat = sub;
+	return 0;
 }
 
 static int probe_file(const char *path, const vmb_disk_format **out)

@@ -1449,6 +1449,10 @@ struct vmdk_w {
 	int fd;
 	char *path;
 	int stream;
+	/* monolithicFlat: fd is the raw extent file flat_path, and the text
+	   descriptor goes to path (held open as dfd from the start) */
+	int flat, dfd;
+	char *flat_path;
 	uint64_t size, capacity;   /* bytes, sectors */
 	uint64_t grain, grain_sec;
 	uint64_t ngrains, ngts;
@@ -1594,6 +1598,15 @@ static int put_grains(struct vmdk_w *w, uint64_t idx, const uint8_t *p,
 			i++;
 			continue;
 		}
+		if (w->flat) {
+			/* the raw extent: guest offset = file offset, zero
+			   grains stay holes */
+			if ((r = w_pwrite(w, p + i * w->grain, w->grain,
+					  (idx + i) * w->grain)))
+				return r;
+			i++;
+			continue;
+		}
 		if (w->stream) {
 			if ((r = put_cgrain(w, idx + i, p + i * w->grain)))
 				return r;
@@ -1711,8 +1724,10 @@ static int write_descriptor(struct vmdk_w *w)
 	    !(parent = vmb_asprintf("parentFileNameHint=\"%s\"\n",
 				    w->parent_hint)))
 		return VMB_ENOMEM;
+	if (w->flat)
+		s = strrchr(w->flat_path, '/');
 	base = vmb_strdup(w->extent_name ? w->extent_name :
-			  s ? s + 1 : w->path);
+			  s ? s + 1 : w->flat ? w->flat_path : w->path);
 	if (!base) {
 		free(parent);
 		return VMB_ENOMEM;
@@ -1730,7 +1745,7 @@ static int write_descriptor(struct vmdk_w *w)
 			    "%s"
 			    "\n"
 			    "# Extent description\n"
-			    "RW %llu SPARSE \"%.200s\"\n"
+			    "RW %llu %s \"%.200s\"%s\n"
 			    "\n"
 			    "# The Disk Data Base\n"
 			    "#DDB\n"
@@ -1741,15 +1756,28 @@ static int write_descriptor(struct vmdk_w *w)
 			    "ddb.geometry.sectors = \"63\"\n"
 			    "ddb.adapterType = \"ide\"\n",
 			    cid, w->parent_hint ? w->parent_cid : 0xffffffffu,
-			    w->stream ? "streamOptimized" : "monolithicSparse",
+			    w->flat ? "monolithicFlat" : w->stream ?
+			    "streamOptimized" : "monolithicSparse",
 			    parent ? parent : "",
-			    (unsigned long long)w->capacity, base,
+			    (unsigned long long)w->capacity,
+			    w->flat ? "FLAT" : "SPARSE", base,
+			    w->flat ? " 0" : "",
 			    (unsigned long long)cyl);
 	free(base);
 	free(parent);
 	if (!text)
 		return VMB_ENOMEM;
 	n = strlen(text);
+	if (w->flat) {
+		/* a descriptor file of its own: the text only */
+		r = vmb_pwrite_full(w->dfd, text, n, 0);
+		free(text);
+		if (r < 0)
+			return io_err(w->path, "cannot write", -r);
+		if (ftruncate(w->dfd, (off_t)n) != 0)
+			return io_err(w->path, "cannot write", errno);
+		return 0;
+	}
 	memset(buf, 0, sizeof buf);
 	memcpy(buf, text, VMB_MIN(n, sizeof buf - 1));
 	free(text);
@@ -1764,8 +1792,13 @@ static void vmdk_abort(void *writer)
 		return;
 	if (w->fd >= 0) {
 		close(w->fd);
+		unlink(w->flat ? w->flat_path : w->path);
+	}
+	if (w->dfd >= 0) {
+		close(w->dfd);
 		unlink(w->path);
 	}
+	free(w->flat_path);
 	if (w->zinit)
 		deflateEnd(&w->zs);
 	free(w->gd);
@@ -1787,9 +1820,10 @@ static int vmdk_create(const char *path, uint64_t size,
 
 	*writer = NULL;
 	if (sub && strcmp(sub, "monolithicSparse") != 0 &&
-	    strcmp(sub, "streamOptimized") != 0)
+	    strcmp(sub, "streamOptimized") != 0 &&
+	    strcmp(sub, "monolithicFlat") != 0)
 		return vmb_error_set(VMB_ENOTSUP,
-				     "%s: vmdk subformat '%s' cannot be written (use monolithicSparse or streamOptimized)",
+				     "%s: vmdk subformat '%s' cannot be written (use monolithicSparse, streamOptimized or monolithicFlat)",
 				     path, sub);
 	if (!vmb_is_pow2(grain) || grain < 4096 || grain > (1u << 20))
 		return vmb_error_set(VMB_EINVAL,
@@ -1803,9 +1837,11 @@ static int vmdk_create(const char *path, uint64_t size,
 	if (!w)
 		return VMB_ENOMEM;
 	w->fd = -1;
+	w->dfd = -1;
 	w->cur_gt = -1;
 	w->pend_idx = -1;
 	w->stream = sub && strcmp(sub, "streamOptimized") == 0;
+	w->flat = sub && strcmp(sub, "monolithicFlat") == 0;
 	w->size = size;
 	w->capacity = size / SECTOR;
 	w->grain = grain;
@@ -1845,11 +1881,36 @@ static int vmdk_create(const char *path, uint64_t size,
 			      W_OVERHEAD_ALIGN;
 	}
 	w->end = w->overhead;
-	w->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (w->flat) {
+		/* NAME.vmdk (descriptor) + NAME-flat.vmdk (data), as VMware
+		   and qemu-img name them */
+		size_t l = strlen(path);
+		if (l > 5 && !strcmp(path + l - 5, ".vmdk"))
+			w->flat_path = vmb_asprintf("%.*s-flat.vmdk",
+						    (int)(l - 5), path);
+		else
+			w->flat_path = vmb_asprintf("%s-flat.vmdk", path);
+		if (!w->flat_path) {
+			r = VMB_ENOMEM;
+			goto fail;
+		}
+		w->dfd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+			      0600);
+		if (w->dfd < 0) {
+			r = errno == EEXIST ?
+			    vmb_error_set(VMB_EEXISTS, "%s already exists",
+					  path) :
+			    io_err(path, "cannot create", errno);
+			goto fail;
+		}
+	}
+	w->fd = open(w->flat ? w->flat_path : path,
+		     O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (w->fd < 0) {
+		const char *fp = w->flat ? w->flat_path : path;
 		r = errno == EEXIST ?
-		    vmb_error_set(VMB_EEXISTS, "%s already exists", path) :
-		    io_err(path, "cannot create", errno);
+		    vmb_error_set(VMB_EEXISTS, "%s already exists", fp) :
+		    io_err(fp, "cannot create", errno);
 		goto fail;
 	}
 	*writer = w;
@@ -1877,7 +1938,24 @@ static int vmdk_finish(void *writer)
 	}
 	if ((r = write_descriptor(w)))
 		goto fail;
-	if (!w->stream) {
+	if (w->flat) {
+		if (ftruncate(w->fd, (off_t)w->size) != 0) {
+			r = w_err(w, errno);
+			goto fail;
+		}
+		r = vmb_disk__sync_close(&w->dfd, w->path);
+		if (r)
+			goto fail;
+		r = vmb_disk__sync_close(&w->fd, w->flat_path);
+		if (r) {
+			unlink(w->flat_path);
+			unlink(w->path);
+			goto fail;
+		}
+		free(gdbuf);
+		vmdk_abort(w);
+		return 0;
+	} else if (!w->stream) {
 		/* every GT has its preassigned place (unused ones are holes
 		   that read as zeros: "no grain allocated") */
 		for (uint64_t i = 0; i < w->ngts; i++)

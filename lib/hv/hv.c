@@ -719,7 +719,7 @@ VMB_EXTERN(int) vmb_hv_restore_define(vmb_repo *r, const char *snap,
 	char **paths = NULL;
 	vmb_snapshot *s = NULL;
 	const char *cfg, *cfmt = NULL;
-	char absdir[PATH_MAX];
+	char absdir[PATH_MAX], want_fmt[16] = "";
 	size_t n = 0;
 	int rc;
 
@@ -762,8 +762,14 @@ VMB_EXTERN(int) vmb_hv_restore_define(vmb_repo *r, const char *snap,
 		rc = VMB_ENOMEM;
 		goto out;
 	}
+	if (ropts->format &&
+	    vmb_disk_format_parse(ropts->format, want_fmt, NULL)) {
+		rc = vmb_error_code();
+		goto out;
+	}
 	for (size_t i = 0; i < n; i++) {
-		const char *fmt = ropts->format ? ropts->format :
+		/* "vmdk:streamOptimized" is a vmdk to the hypervisor */
+		const char *fmt = ropts->format ? want_fmt :
 				  vmb_snapshot_disk_format(s, i);
 		if (!vmb_disk_format_extension(fmt))
 			fmt = "raw"; /* as vmb_repo_restore() does */

@@ -157,9 +157,9 @@ out:
 }
 
 static int restore_disk(vmb_repo *r, const vmb_mdisk *m, const char *path,
-			const char *format, int nthreads,
-			const vmb_restore_options *o, vmb_progress *p,
-			uint64_t *written)
+			const char *format, const char *subformat,
+			int nthreads, const vmb_restore_options *o,
+			vmb_progress *p, uint64_t *written)
 {
 	vmb_index ix;
 	vmb_disk_writer *w = NULL;
@@ -206,6 +206,7 @@ static int restore_disk(vmb_repo *r, const vmb_mdisk *m, const char *path,
 		}
 	{
 		vmb_disk_writer_options wo = VMB_DISK_WRITER_INIT;
+		wo.subformat = subformat;
 		if (o->version >= 2 && o->no_sync)
 			wo.flags |= VMB_DISK_WRITER_NO_SYNC;
 		rc = vmb_disk_writer_create(path, format, ix.disk_size, &wo,
@@ -356,15 +357,17 @@ VMB_EXTERN(int) vmb_repo_restore(vmb_repo *r, const char *ref,
 	int rc, nthreads;
 	double t0 = vmb_now();
 	size_t matched = 0;
+	char want_fmt[16] = "";
+	const char *want_sub = NULL;
 
 	if (!opts)
 		opts = &def;
 	memset(res, 0, sizeof *res);
 	memset(&p, 0, sizeof p);
 	p.phase = "restore";
-	if (opts->format && !vmb_disk_format_extension(opts->format))
-		return vmb_error_set(VMB_EINVAL, "unknown disk format '%s'",
-				     opts->format);
+	if (opts->format &&
+	    vmb_disk_format_parse(opts->format, want_fmt, &want_sub))
+		return vmb_error_code();
 	rc = vmb_repo_snapshot_find(r, ref, &s);
 	if (rc)
 		return rc;
@@ -383,7 +386,7 @@ VMB_EXTERN(int) vmb_repo_restore(vmb_repo *r, const char *ref,
 	nthreads = vmb_repo__threads(r, opts->threads);
 	for (size_t i = 0; i < s->ndisks; i++) {
 		const vmb_mdisk *m = &s->disks[i];
-		const char *fmt = opts->format ? opts->format : m->format;
+		const char *fmt = opts->format ? want_fmt : m->format;
 		char *path;
 		if (opts->disk && strcmp(opts->disk, m->name) != 0)
 			continue;
@@ -397,7 +400,8 @@ VMB_EXTERN(int) vmb_repo_restore(vmb_repo *r, const char *ref,
 			goto out;
 		}
 		p.item = m->name;
-		rc = restore_disk(r, m, path, fmt, nthreads, opts, &p,
+		rc = restore_disk(r, m, path, fmt, opts->format ? want_sub : NULL,
+				  nthreads, opts, &p,
 				  &res->bytes_written);
 		if (rc)
 			vmb_error_prefix("restoring disk %s: ", m->name);

@@ -44,6 +44,10 @@ int cli_usage_error(const char *cmd, const char *fmt, ...);
 int cli_open_repo(const char *url, vmb_repo **out);
 /* Passphrase for a new repository (asks twice on a terminal). */
 int cli_new_passphrase(char **out, const char *env, const char *file);
+/* An archive's passphrase: from FILE, else $VMB_ARCHIVE_PASSPHRASE, else
+ * the repository's (--passphrase-file, $VMB_PASSPHRASE); *out NULL if
+ * none.  Never prompts. */
+int cli_archive_passphrase(char **out, const char *file);
 /* Progress callback that draws a bar on stderr (if enabled). */
 int cli_progress(const vmb_progress *p, void *payload);
 void cli_progress_done(void);

@@ -12,17 +12,22 @@ static const char help[] =
 "\n"
 "DESCRIPTION\n"
 "    Reads ARCHIVE and backs its disks up into REPO as one new snapshot.\n"
-"    ARCHIVE is either a 'vmb export' archive (plain, or encrypted by a\n"
-"    repository with the same master key) or an OVA: a tar holding an\n"
+"    ARCHIVE is either a 'vmb export' archive (plain, or encrypted: it\n"
+"    opens with its passphrase alone, into any repository; archives of\n"
+"    format 1, from older vmb, only into a repository sharing the\n"
+"    exporter's master key) or an OVA: a tar holding an\n"
 "    .ovf descriptor and its disk images (streamOptimized VMDK, as\n"
 "    VirtualBox and VMware write them).  The VM configuration (the\n"
 "    exported one, or the OVF descriptor) is kept with the snapshot.\n"
 "\n"
 "    The disks are first extracted into a private temporary folder under\n"
 "    $TMPDIR (default /tmp), which needs room for the disks' data, and\n"
-"    checked: every SHA-256 in an export's manifest.json, or every\n"
-"    SHA256 line of an OVA's .mf file, must match, and every disk's size\n"
-"    must match the manifest.  Only then is anything written to REPO.\n"
+"    checked: every SHA-256 in an export's manifest.json, or every line\n"
+"    (SHA1, SHA256 or SHA512) of an OVA's .mf manifest, must match, every\n"
+"    member but the manifest and certificate must be listed in it, and\n"
+"    every disk's size must match the manifest (ovf:size and\n"
+"    ovf:capacity for an OVA).  An OVA's .cert signature is not checked,\n"
+"    and vmb says so.  Only then is anything written to REPO.\n"
 "\n"
 "    Archives are treated as hostile.  An archive with an absolute path,\n"
 "    a '..' component, more than one folder level, a link, a device, a\n"
@@ -37,12 +42,17 @@ static const char help[] =
 "    --vm NAME       VM name of the new snapshot\n"
 "    --tag TAG       tag the new snapshot (repeatable)\n"
 "    --threads N     backup worker threads (default: one per core)\n"
+"    --archive-passphrase-file FILE\n"
+"                    an encrypted archive's passphrase (first line of\n"
+"                    FILE); default $VMB_ARCHIVE_PASSPHRASE, else the\n"
+"                    repository's passphrase\n"
 "    --json          print the backup's JSON object: snapshot, vm,\n"
 "                    bytes_total, bytes_read, bytes_new, bytes_stored,\n"
 "                    chunks_total, chunks_new, seconds, cbt, archive\n"
 "\n"
 "ENVIRONMENT\n"
 "    TMPDIR          where the archive is extracted (default /tmp)\n"
+"    VMB_ARCHIVE_PASSPHRASE  an encrypted archive's passphrase\n"
 "\n"
 "EXIT STATUS\n"
 "    0 imported, 1 error or refused archive, 2 usage error, 3 a checksum\n"
@@ -54,13 +64,15 @@ int cmd_import(int argc, char **argv)
 		{ "vm", required_argument, NULL, 'm' },
 		{ "tag", required_argument, NULL, 't' },
 		{ "threads", required_argument, NULL, 'j' },
+		{ "archive-passphrase-file", required_argument, NULL, 'P' },
 		CLI_COMMON_OPTIONS, { 0 }
 	};
 	vmb_import_options o = VMB_IMPORT_OPTIONS_INIT;
 	vmb_backup_result res;
 	const char **tags = NULL;
 	size_t ntags = 0;
-	char *vm = NULL;
+	char *vm = NULL, *pass = NULL;
+	const char *pfile = NULL;
 	vmb_repo *r;
 	int c, rc;
 
@@ -78,6 +90,7 @@ int cmd_import(int argc, char **argv)
 		switch (c) {
 		case 'm': o.vm = optarg; break;
 		case 't': tags[ntags++] = optarg; break;
+		case 'P': pfile = optarg; break;
 		case 'j': {
 			char *e;
 			long v = strtol(optarg, &e, 10);
@@ -108,10 +121,18 @@ int cmd_import(int argc, char **argv)
 		free(tags);
 		return cli_fail(rc);
 	}
-	rc = vmb_repo_import(r, argv[optind + 1], &o, &res, &vm);
+	rc = cli_archive_passphrase(&pass, pfile);
+	if (!rc) {
+		o.passphrase = pass;
+		rc = vmb_repo_import(r, argv[optind + 1], &o, &res, &vm);
+	}
 	cli_progress_done();
 	vmb_repo_close(r);
 	free(tags);
+	if (pass) {
+		memset(pass, 0, strlen(pass));
+		free(pass);
+	}
 	if (rc) {
 		int ex = cli_fail(rc);
 		/* only a checksum mismatch means damaged data (exit 3);

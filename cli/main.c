@@ -238,6 +238,23 @@ int cli_open_repo(const char *url, vmb_repo **out)
 	return rc;
 }
 
+int cli_archive_passphrase(char **out, const char *file)
+{
+	int err;
+	const char *e = getenv("VMB_ARCHIVE_PASSPHRASE");
+	*out = NULL;
+	if (file) {
+		*out = read_pass_file(file);
+		return *out ? 0 : VMB_ENOTFOUND;
+	}
+	if (e) {
+		*out = strdup(e);
+		return *out ? 0 : VMB_ENOMEM;
+	}
+	*out = given_passphrase(&err);
+	return err ? VMB_ENOTFOUND : 0;
+}
+
 int cli_new_passphrase(char **out, const char *env, const char *file)
 {
 	int err;

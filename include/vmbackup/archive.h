@@ -33,11 +33,24 @@ typedef struct vmb_export_options {
 				 repository is encrypted; 0: plain tar */
 	vmb_progress_fn progress;
 	void *progress_payload;
+	/* version >= 2 */
+	/**
+	 * Passphrase of an encrypted archive: the archive then carries its
+	 * own random key wrapped under it (Argon2id), so it can be imported
+	 * anywhere with the passphrase alone (docs/archives.md, format 2).
+	 * NULL (and version 1 options): the archive is sealed under a key
+	 * derived from the repository's master key instead (format 1), and
+	 * only a repository sharing that key can import it.
+	 */
+	const char *passphrase;
+	int ova;            /**< write an OVA for VMware and VirtualBox (a
+				 plain tar: OVF descriptor, manifest,
+				 streamOptimized VMDKs); see vmb_repo_export() */
 } vmb_export_options;
 
-#define VMB_EXPORT_OPTIONS_VERSION 1
+#define VMB_EXPORT_OPTIONS_VERSION 2
 #define VMB_EXPORT_OPTIONS_INIT { VMB_EXPORT_OPTIONS_VERSION, NULL, 1, \
-				  NULL, NULL }
+				  NULL, NULL, NULL, 0 }
 
 /** What an export wrote. */
 typedef struct vmb_export_result {
@@ -74,11 +87,14 @@ typedef struct vmb_import_options {
 	int threads;       /**< backup worker threads; 0: one per core */
 	vmb_progress_fn progress;
 	void *progress_payload;
+	/* version >= 2 */
+	const char *passphrase; /**< of a self-contained encrypted archive
+				     (format 2); NULL: VMB_EAUTH if it is one */
 } vmb_import_options;
 
-#define VMB_IMPORT_OPTIONS_VERSION 1
+#define VMB_IMPORT_OPTIONS_VERSION 2
 #define VMB_IMPORT_OPTIONS_INIT { VMB_IMPORT_OPTIONS_VERSION, NULL, NULL, 0, \
-				  0, NULL, NULL }
+				  0, NULL, NULL, NULL }
 
 /**
  * Import archive @p archive (a vmb export, plain or encrypted, or an OVA)
@@ -92,9 +108,14 @@ typedef struct vmb_import_options {
  * @param result  the backup's result (snapshot id, byte counts); may be
  *                NULL
  * @param vm_out  if not NULL, the VM name used; free with vmb_free()
+ * An encrypted archive of format 2 (what vmb_repo_export() writes with
+ * a passphrase) opens with opts->passphrase alone, into any repository;
+ * one of format 1 only with the key of the repository that wrote it.
+ *
  * @return 0; VMB_EINVAL for a refused archive; VMB_EVERIFY for a checksum
- *         mismatch; VMB_EAUTH for an encrypted archive this repository's
- *         key cannot open; or another error.
+ *         mismatch; VMB_EAUTH for a wrong or missing passphrase, or a
+ *         format-1 archive this repository's key cannot open; or another
+ *         error.
  */
 VMB_EXTERN(int) vmb_repo_import(vmb_repo *r, const char *archive,
 				const vmb_import_options *opts,

@@ -12,7 +12,9 @@
 #include "vmbackup/repo.h"
 
 #define X_MAGIC "VMBX"
-#define X_VERSION 1
+#define X_VERSION 1    /* sealed under a key derived from the repository's */
+#define X_VERSION_PW 2 /* self-contained: its own key, wrapped (Argon2id) */
+#define X_KEYBLOCK_MAX 4096 /* the wrapped key's JSON, format 2 */
 #define X_SEG (64u << 10)
 #define X_ABYTES crypto_secretstream_xchacha20poly1305_ABYTES
 #define X_FIXED 28 /* magic .. repository id: AD of every segment */

@@ -29,6 +29,7 @@
 #include "common/util.h"
 #include "disk/format.h"
 #include "repo/repo_internal.h"
+#include "crypto/crypto.h"
 #include "archive_internal.h"
 /* libarchive is loaded on first use: archive_* are its function table */
 #include "archive_dl.h"
@@ -94,9 +95,18 @@ static la_ssize_t os_write_cb(struct archive *a, void *cd, const void *buf,
 	return (la_ssize_t)n;
 }
 
-static int os_start(struct ostream *o, const vmb_repo *r)
+/*
+ * Start an encrypted stream.  Format 1: the key derives from the
+ * repository's master key.  Format 2 (@p pass given): a random key,
+ * wrapped under @p pass with Argon2id in a key block after the fixed
+ * header, so the archive opens with the passphrase alone.
+ */
+static int os_start(struct ostream *o, const vmb_repo *r, const char *pass)
 {
-	uint8_t hdr[X_HDR], key[32], rid[16];
+	uint8_t hdr[X_FIXED + 4], key[32], rid[16];
+	uint8_t sshdr[crypto_secretstream_xchacha20poly1305_HEADERBYTES];
+	char *kb = NULL;
+	size_t kblen = 0;
 	if (!o->enc)
 		return 0;
 	o->plain = vmb_malloc(X_SEG);
@@ -105,18 +115,39 @@ static int os_start(struct ostream *o, const vmb_repo *r)
 		return VMB_ENOMEM;
 	memset(hdr, 0, sizeof hdr);
 	memcpy(hdr, X_MAGIC, 4);
-	hdr[4] = X_VERSION;
+	hdr[4] = pass ? X_VERSION_PW : X_VERSION;
 	hdr[5] = 0; /* flags */
 	vmb_put_le32(hdr + 8, X_SEG);
 	vmb_unhex(r->id, rid, 16);
 	memcpy(hdr + 12, rid, 16);
-	vmb_archive__export_key(r, key);
-	crypto_secretstream_xchacha20poly1305_init_push(&o->st, hdr + X_FIXED,
-							key);
+	if (pass) {
+		int rc;
+		randombytes_buf(key, sizeof key);
+		rc = vmb_crypto_wrap_key(key, pass, strlen(pass), 1, &kb);
+		if (rc) {
+			sodium_memzero(key, sizeof key);
+			return rc;
+		}
+		kblen = strlen(kb);
+		if (kblen > X_KEYBLOCK_MAX) {
+			free(kb);
+			sodium_memzero(key, sizeof key);
+			return vmb_error_set(VMB_EINVAL, "archive key block too "
+					     "large");
+		}
+		vmb_put_le32(hdr + X_FIXED, (uint32_t)kblen);
+	} else {
+		vmb_archive__export_key(r, key);
+	}
+	crypto_secretstream_xchacha20poly1305_init_push(&o->st, sshdr, key);
 	sodium_memzero(key, sizeof key);
 	memcpy(o->ad, hdr, X_FIXED);
-	if (os_raw(o, hdr, sizeof hdr))
+	if (os_raw(o, hdr, pass ? sizeof hdr : X_FIXED) ||
+	    (kb && os_raw(o, kb, kblen)) || os_raw(o, sshdr, sizeof sshdr)) {
+		free(kb);
 		return vmb_error_set(VMB_EIO, "%s", o->msg);
+	}
+	free(kb);
 	return 0;
 }
 
@@ -439,6 +470,7 @@ VMB_EXTERN(int) vmb_repo_export(vmb_repo *r, const char *snap_ref,
 	}
 	o.path = tmp;
 	o.enc = opts->encrypt && r->keys.encrypted;
+
 	o.fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (o.fd < 0) {
 		int e = errno;
@@ -449,7 +481,8 @@ VMB_EXTERN(int) vmb_repo_export(vmb_repo *r, const char *snap_ref,
 		goto out;
 	}
 	tmp_made = 1;
-	rc = os_start(&o, r);
+	rc = os_start(&o, r, opts->version >= 2 && opts->passphrase &&
+			     *opts->passphrase ? opts->passphrase : NULL);
 	if (rc)
 		goto out;
 	for (size_t i = 0; i < s->ndisks; i++)

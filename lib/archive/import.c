@@ -26,6 +26,7 @@
 #include "common/util.h"
 #include "disk/format.h"
 #include "repo/repo_internal.h"
+#include "crypto/crypto.h"
 #include "archive_internal.h"
 /* libarchive is loaded on first use: archive_* are its function table */
 #include "archive_dl.h"
@@ -740,13 +741,16 @@ VMB_EXTERN(int) vmb_repo_import(vmb_repo *r, const char *archive,
 		goto out;
 	}
 	/* encrypted?  "VMBX" header */
-	if (read_full(s.fd, hdr, X_HDR) == X_HDR && !memcmp(hdr, X_MAGIC, 4)) {
+	if (read_full(s.fd, hdr, X_FIXED) == X_FIXED &&
+	    !memcmp(hdr, X_MAGIC, 4)) {
 		uint8_t key[32], rid[16];
+		uint8_t sshdr[crypto_secretstream_xchacha20poly1305_HEADERBYTES];
 		char hid[33];
-		if (hdr[4] != X_VERSION) {
+		int pw = hdr[4] == X_VERSION_PW;
+		if (hdr[4] != X_VERSION && !pw) {
 			rc = vmb_error_set(VMB_ENOTSUP, "%s: encrypted archive "
-					   "version %u is not supported",
-					   archive, hdr[4]);
+					   "version %u is not supported (a newer "
+					   "vmb wrote it)", archive, hdr[4]);
 			goto out;
 		}
 		if (vmb_le32(hdr + 8) != X_SEG) {
@@ -754,35 +758,92 @@ VMB_EXTERN(int) vmb_repo_import(vmb_repo *r, const char *archive,
 					   "archive header", archive);
 			goto out;
 		}
-		if (!r->keys.encrypted) {
-			rc = vmb_error_set(VMB_EAUTH, "%s is encrypted and this "
-					   "repository is not: it can only be "
-					   "imported into the repository that "
-					   "exported it", archive);
-			goto out;
-		}
-		vmb_unhex(r->id, rid, 16);
-		if (memcmp(rid, hdr + 12, 16) != 0) {
-			vmb_hex(hdr + 12, 16, hid);
-			memcpy(s.other_repo, hid, 33);
+		s.consumed = X_FIXED;
+		if (pw) {
+			/* format 2: the key travels with the archive */
+			const char *pass = opts->version >= 2 ?
+					   opts->passphrase : NULL;
+			uint8_t lb[4];
+			uint32_t kblen;
+			char *kb, what[300];
+			int enc = 0;
+			if (read_full(s.fd, lb, 4) != 4 ||
+			    (kblen = vmb_le32(lb)) == 0 ||
+			    kblen > X_KEYBLOCK_MAX) {
+				rc = vmb_error_set(VMB_EINVAL, "%s: damaged "
+						   "encrypted archive header "
+						   "(key block)", archive);
+				goto out;
+			}
+			if (!pass || !*pass) {
+				rc = vmb_error_set(VMB_EAUTH, "%s is encrypted: "
+						   "give its passphrase", archive);
+				goto out;
+			}
+			kb = vmb_malloc(kblen);
+			if (!kb) {
+				rc = VMB_ENOMEM;
+				goto out;
+			}
+			if (read_full(s.fd, kb, kblen) != (ssize_t)kblen) {
+				free(kb);
+				rc = vmb_error_set(VMB_EINVAL, "%s: damaged "
+						   "encrypted archive header "
+						   "(key block)", archive);
+				goto out;
+			}
+			snprintf(what, sizeof what, "%s: key block", archive);
+			rc = vmb_crypto_unwrap_key(kb, kblen, pass, strlen(pass),
+						   what, key, &enc);
+			free(kb);
+			if (!rc && !enc)
+				rc = vmb_error_set(VMB_ECORRUPT, "%s: its key "
+						   "is not wrapped", what);
+			if (rc == VMB_EAUTH)
+				rc = vmb_error_set(VMB_EAUTH, "%s: wrong "
+						   "passphrase for this archive",
+						   archive);
+			if (rc) {
+				sodium_memzero(key, sizeof key);
+				goto out;
+			}
+			s.consumed += 4 + kblen;
+		} else {
+			if (!r->keys.encrypted) {
+				rc = vmb_error_set(VMB_EAUTH, "%s is encrypted "
+						   "and this repository is not: "
+						   "it can only be imported into "
+						   "the repository that exported "
+						   "it", archive);
+				goto out;
+			}
+			vmb_unhex(r->id, rid, 16);
+			if (memcmp(rid, hdr + 12, 16) != 0) {
+				vmb_hex(hdr + 12, 16, hid);
+				memcpy(s.other_repo, hid, 33);
+			}
+			vmb_archive__export_key(r, key);
 		}
 		s.enc = 1;
 		s.in = vmb_malloc(X_SEG + X_ABYTES);
-		if (!s.in) {
-			rc = VMB_ENOMEM;
+		if (!s.in ||
+		    read_full(s.fd, sshdr, sizeof sshdr) != (ssize_t)sizeof sshdr) {
+			sodium_memzero(key, sizeof key);
+			rc = s.in ? vmb_error_set(VMB_EINVAL, "%s: damaged "
+						  "encrypted archive header",
+						  archive) : VMB_ENOMEM;
 			goto out;
 		}
 		memcpy(s.ad, hdr, X_FIXED);
-		vmb_archive__export_key(r, key);
 		if (crypto_secretstream_xchacha20poly1305_init_pull(
-			    &s.st, hdr + X_FIXED, key) != 0) {
+			    &s.st, sshdr, key) != 0) {
 			sodium_memzero(key, sizeof key);
 			rc = vmb_error_set(VMB_EINVAL, "%s: damaged encrypted "
 					   "archive header", archive);
 			goto out;
 		}
 		sodium_memzero(key, sizeof key);
-		s.consumed = X_HDR;
+		s.consumed += sizeof sshdr;
 	} else if (lseek(s.fd, 0, SEEK_SET) != 0) {
 		rc = vmb_error_set(VMB_EIO, "cannot read %s: %s", archive,
 				   strerror(errno));

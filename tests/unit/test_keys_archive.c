@@ -270,6 +270,36 @@ static void test_archives(void)
 	vm = NULL;
 	check_disk(r1, "copy", "archived-vm</name>");
 
+	/* format 2: the archive carries its own key, wrapped under a
+	 * passphrase; any repository imports it with that alone */
+	{
+		vmb_export_options e2 = VMB_EXPORT_OPTIONS_INIT;
+		vmb_import_options i2 = VMB_IMPORT_OPTIONS_INIT;
+		e2.passphrase = "archive secret";
+		CHECK_OK(vmb_repo_export(r1, "latest", test_path("enc2.tar"),
+					 &e2, &er));
+		CHECK(er.encrypted == 1);
+		tar = slurp(test_path("enc2.tar"), &n);
+		CHECK(tar && n > 5 && memcmp(tar, "VMBX", 4) == 0 &&
+		      tar[4] == 2);
+		CHECK(tar && !memfind(tar, n, "SECRET-TEXT-IN-THE-GUEST"));
+		CHECK(tar && memfind(tar, n, "argon2id13"));
+		free(tar);
+		before = count_snaps(r2);
+		CHECK_ERR(vmb_repo_import(r2, test_path("enc2.tar"), NULL,
+					  NULL, NULL), VMB_EAUTH);
+		i2.passphrase = "wrong";
+		CHECK_ERR(vmb_repo_import(r2, test_path("enc2.tar"), &i2,
+					  NULL, NULL), VMB_EAUTH);
+		CHECK(strstr(vmb_error_message(), "wrong passphrase") != NULL);
+		CHECK(count_snaps(r2) == before);
+		i2.passphrase = "archive secret";
+		i2.vm = "from-enc2";
+		CHECK_OK(vmb_repo_import(r2, test_path("enc2.tar"), &i2, NULL,
+					 NULL));
+		check_disk(r2, "from-enc2", "archived-vm</name>");
+	}
+
 	/* a qcow2 archive round trip */
 	eo.format = "qcow2";
 	CHECK_OK(vmb_repo_export(r1, "archived-vm@latest",

@@ -10,11 +10,10 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <libxml/parser.h>
-#include <libxml/tree.h>
 #include "vmbackup/common.h"
 #include "common/util.h"
 #include "archive_internal.h"
+#include "xml_dl.h"
 
 #define OVF_MAX_NODES 200000u /* elements walked before giving up */
 #define OVF_MAX_FILES 4096u   /* References/File and Disk entries */
@@ -25,17 +24,32 @@ static int is(const xmlNode *n, const char *local)
 	       !strcmp((const char *)n->name, local);
 }
 
+/* The text of a node's children (an attribute's value, an element's
+ * text), without libxml2's allocator: predefined entities are already
+ * replaced, and documents with a DTD (other entities) are refused. */
+static char *text_of(const xmlNode *children)
+{
+	vmb_buf b;
+	vmb_buf_init(&b);
+	for (const xmlNode *c = children; c; c = c->next)
+		if ((c->type == XML_TEXT_NODE ||
+		     c->type == XML_CDATA_SECTION_NODE) && c->content)
+			vmb_buf_puts(&b, (const char *)c->content);
+	if (b.failed) {
+		vmb_buf_free(&b);
+		return NULL;
+	}
+	if (!b.data)
+		return vmb_strdup("");
+	return vmb_buf_detach(&b);
+}
+
 /* An attribute by local name, whatever its namespace prefix. */
 static char *attr(const xmlNode *n, const char *local)
 {
-	for (const xmlAttr *a = n->properties; a; a = a->next) {
-		if (strcmp((const char *)a->name, local))
-			continue;
-		xmlChar *v = xmlNodeGetContent((const xmlNode *)a);
-		char *o = v ? vmb_strdup((const char *)v) : NULL;
-		xmlFree(v);
-		return o;
-	}
+	for (const xmlAttr *a = n->properties; a; a = a->next)
+		if (!strcmp((const char *)a->name, local))
+			return text_of(a->children);
 	return NULL;
 }
 
@@ -207,10 +221,7 @@ static void walk(struct walk *w, const xmlNode *n, int in_refs, int in_disks)
 				for (const xmlNode *c = n->children; c;
 				     c = c->next)
 					if (is(c, "Name")) {
-						xmlChar *t = xmlNodeGetContent(c);
-						w->vs_name = t ? vmb_strdup(
-							(const char *)t) : NULL;
-						xmlFree(t);
+						w->vs_name = text_of(c->children);
 						break;
 					}
 			}
@@ -229,7 +240,8 @@ int vmb_archive__ovf_parse(const char *text, size_t len, struct ovf *o)
 	struct walk w;
 	xmlDoc *doc;
 	memset(o, 0, sizeof *o);
-	xmlInitParser();
+	if (vmb_xml_load("reading an OVF descriptor"))
+		return vmb_error_code();
 	if (len > INT_MAX)
 		return vmb_error_set(VMB_EINVAL, "the descriptor is too large");
 	doc = xmlReadMemory(text, (int)len, "descriptor.ovf", NULL,

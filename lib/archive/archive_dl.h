@@ -61,7 +61,8 @@
 	X(archive_write_header)               \
 	X(archive_write_new)                  \
 	X(archive_write_open)                 \
-	X(archive_write_set_format_pax)
+	X(archive_write_set_format_pax)       \
+	X(archive_write_set_format_ustar)
 
 struct vmb_archive_fn {
 #define VMB_ARCHIVE_FN_MEMBER(f) __typeof__(f) *p_##f;
@@ -126,6 +127,8 @@ void vmb_archive_set_path_for_tests(const char *path);
 #define archive_write_open (vmb_archive_fn.p_archive_write_open)
 #define archive_write_set_format_pax \
 	(vmb_archive_fn.p_archive_write_set_format_pax)
+#define archive_write_set_format_ustar \
+	(vmb_archive_fn.p_archive_write_set_format_ustar)
 #endif
 
 #endif

@@ -67,6 +67,30 @@ struct ovf {
 /* Parse @p len bytes of descriptor text; on failure the error message
  * says what is wrong (without the archive's name) and *o is empty. */
 int vmb_archive__ovf_parse(const char *text, size_t len, struct ovf *o);
+
+/* What `vmb export --ova` describes in its OVF descriptor. */
+#define OVF_MAX_NICS 16
+struct ovf_vm {
+	const char *name;
+	unsigned cpus;      /* 0: 1 */
+	uint64_t memory_mb; /* 0: 512 */
+	int efi;
+	struct ovf_vm_disk {
+		char name[64];  /* the disk's name in the snapshot ("vda") */
+		const char *file;
+		uint64_t file_size, capacity;
+		char bus[8];    /* "scsi" (default), "sata", "ide" */
+	} *disks;
+	size_t ndisks;
+	struct { char mac[32], model[16]; } nics[OVF_MAX_NICS];
+	size_t nnics;
+};
+/* Fill CPUs, memory, firmware, NICs and disk buses from a stored
+ * configuration ("libvirt-xml", "ovf-xml"); others leave the defaults. */
+int vmb_archive__ovf_vm_from_config(const char *format, const char *config,
+				    struct ovf_vm *vm);
+/* The OVF 1.0 descriptor text, or NULL (out of memory). */
+char *vmb_archive__ovf_build(const struct ovf_vm *vm);
 void vmb_archive__ovf_free(struct ovf *o);
 
 #endif

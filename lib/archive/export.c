@@ -406,6 +406,314 @@ static char *dir_of(const char *path)
 	return vmb_strndup(path, (size_t)(s - path));
 }
 
+/* Publish @tmp as @out without replacing a file that appeared meanwhile,
+ * and make the name durable. */
+static int publish(const char *tmp, const char *out, const char *odir)
+{
+	int dfd;
+	if (link(tmp, out) == 0) {
+		unlink(tmp);
+	} else if (errno == EEXIST) {
+		return vmb_error_set(VMB_EEXISTS, "%s already exists", out);
+	} else if (rename(tmp, out) != 0) {
+		return vmb_error_set(VMB_EIO, "cannot rename %s to %s: %s", tmp,
+				     out, strerror(errno));
+	}
+	dfd = open(odir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+	return 0;
+}
+
+/* A hex SHA-256 of a whole file. */
+static int sha256_file(int fd, const char *path, uint64_t size, uint8_t *buf,
+		       char hex[65])
+{
+	crypto_hash_sha256_state h;
+	uint64_t off = 0;
+	crypto_hash_sha256_init(&h);
+	while (off < size) {
+		size_t n = (size_t)VMB_MIN(size - off, (uint64_t)IO_BUF);
+		if (vmb_pread_full(fd, buf, n, off) != (int64_t)n)
+			return vmb_error_set(VMB_EIO, "cannot read %s: %s", path,
+					     strerror(errno ? errno : EIO));
+		crypto_hash_sha256_update(&h, buf, n);
+		off += n;
+	}
+	vmb_archive__hash_hex(&h, hex);
+	return 0;
+}
+
+/* Copy one snapshot disk into a new streamOptimized VMDK at @path,
+ * reading only its data extents (in 64 KiB-aligned pieces, as the
+ * writer wants them). */
+static int write_stream_vmdk(vmb_repo *r, const vmb_snapshot *s,
+			     const vmb_mdisk *md, const char *path,
+			     uint8_t *buf, struct xprog *xp)
+{
+	vmb_disk_writer_options wo = VMB_DISK_WRITER_INIT;
+	vmb_disk_writer *w = NULL;
+	vmb_disk *d = NULL;
+	struct ranges rs = { NULL, 0, 0, 0 };
+	uint64_t done = xp->p.bytes_done, pos = 0;
+	int rc;
+	wo.subformat = "streamOptimized";
+	wo.flags = VMB_DISK_WRITER_NO_SYNC; /* the tar is fsync'd */
+	rc = vmb_snapshot_disk_open(r, s, md->name, &d);
+	if (!rc)
+		rc = vmb_disk_map(d, 0, md->size, map_cb, &rs);
+	if (!rc && rs.failed)
+		rc = VMB_ENOMEM;
+	if (!rc)
+		rc = vmb_disk_writer_create(path, "vmdk", md->size, &wo, &w);
+	for (size_t i = 0; !rc && i < rs.n; i++) {
+		uint64_t a = rs.v[i].off & ~(uint64_t)0xffff;
+		uint64_t e = rs.v[i].off + rs.v[i].len;
+		e = e > md->size - md->size % 65536 ? md->size
+						      : (e + 0xffff) & ~(uint64_t)0xffff;
+		if (a < pos)
+			a = pos;
+		while (!rc && a < e) {
+			size_t n = (size_t)VMB_MIN(e - a, (uint64_t)IO_BUF);
+			rc = vmb_disk_read(d, buf, a, n);
+			if (!rc)
+				rc = vmb_disk_writer_write(w, a, buf, n);
+			a += n;
+			pos = a;
+			xp->p.bytes_done = done + a;
+			xp->p.bytes_read += n;
+			if (!rc)
+				rc = xprog_tick(xp, 0);
+		}
+	}
+	if (!rc)
+		rc = vmb_disk_writer_finish(w);
+	vmb_disk_writer_free(w);
+	vmb_disk_close(d);
+	free(rs.v);
+	xp->p.bytes_done = done + md->size;
+	return rc;
+}
+
+/*
+ * `vmb export --ova`: every disk restored as a streamOptimized VMDK into a
+ * folder beside OUT, an OVF 1.0 descriptor describing them (and the VM's
+ * CPUs, memory and NICs from its stored configuration), a manifest with
+ * their SHA-256, then one plain tar in the order OVF requires: descriptor,
+ * manifest, disk files in References order.  ustar when every member fits
+ * its 8 GiB size field, pax otherwise.
+ */
+static int export_ova(vmb_repo *r, const vmb_snapshot *s, const char *out,
+		      const vmb_export_options *opts, vmb_export_result *res)
+{
+	struct ostream o;
+	struct archive *a = NULL;
+	struct ovf_vm vm;
+	struct xprog xp;
+	char *tmp = NULL, *odir = NULL, *parts = NULL, *base = NULL;
+	char *ovfname = NULL, *mfname = NULL, *ovf = NULL, **paths = NULL;
+	char (*shas)[65] = NULL, ovfsha[65];
+	uint8_t *buf = NULL;
+	int rc = 0, tmp_made = 0, big = 0;
+	double t0 = vmb_now();
+	vmb_buf mf;
+
+	memset(&o, 0, sizeof o);
+	memset(&vm, 0, sizeof vm);
+	memset(&xp, 0, sizeof xp);
+	vmb_buf_init(&mf);
+	o.fd = -1;
+	xp.o = opts;
+	xp.p.phase = "export";
+	base = vmb_archive__safe_name(s->vm, "vm");
+	tmp = vmb_asprintf("%s.tmp", out);
+	odir = dir_of(out);
+	vm.disks = vmb_calloc(s->ndisks ? s->ndisks : 1, sizeof *vm.disks);
+	paths = vmb_calloc(s->ndisks ? s->ndisks : 1, sizeof *paths);
+	shas = vmb_calloc(s->ndisks ? s->ndisks : 1, sizeof *shas);
+	buf = vmb_malloc(IO_BUF);
+	parts = vmb_asprintf("%s.parts.XXXXXX", out);
+	if (!base || !tmp || !odir || !vm.disks || !paths || !shas || !buf ||
+	    !parts || !(ovfname = vmb_asprintf("%s.ovf", base)) ||
+	    !(mfname = vmb_asprintf("%s.mf", base))) {
+		rc = VMB_ENOMEM;
+		goto out;
+	}
+	if (!mkdtemp(parts)) {
+		rc = vmb_error_set(VMB_EIO, "cannot create a temporary folder "
+				   "beside %s: %s", out, strerror(errno));
+		free(parts);
+		parts = NULL;
+		goto out;
+	}
+	vm.name = s->vm;
+	vm.ndisks = s->ndisks;
+	for (size_t i = 0; i < s->ndisks; i++) {
+		snprintf(vm.disks[i].name, sizeof vm.disks[i].name, "%s",
+			 s->disks[i].name);
+		xp.p.bytes_total += s->disks[i].size;
+	}
+	rc = vmb_archive__ovf_vm_from_config(s->config_format, s->config, &vm);
+	if (rc)
+		goto out;
+	/* the disks, as streamOptimized VMDKs named BASE-diskN.vmdk (the
+	 * name is also the extent name in the embedded descriptor, which
+	 * VMware's and libyal's readers resolve) */
+	for (size_t i = 0; i < s->ndisks; i++) {
+		struct stat st;
+		char *img, *named;
+		int fd;
+		xp.p.item = s->disks[i].name;
+		xprog_tick(&xp, 1);
+		named = vmb_asprintf("%s-disk%zu.vmdk", base, i + 1);
+		img = named ? vmb_asprintf("%s/%s", parts, named) : NULL;
+		if (!img || !named) {
+			free(img);
+			free(named);
+			rc = VMB_ENOMEM;
+			goto out;
+		}
+		paths[i] = img;
+		vm.disks[i].file = named;
+		rc = write_stream_vmdk(r, s, &s->disks[i], img, buf, &xp);
+		if (rc) {
+			vmb_error_prefix("exporting disk %s: ", s->disks[i].name);
+			goto out;
+		}
+		fd = open(img, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || fstat(fd, &st) != 0) {
+			rc = vmb_error_set(VMB_EIO, "cannot open %s: %s", img,
+					   strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			goto out;
+		}
+		vm.disks[i].file_size = (uint64_t)st.st_size;
+		vm.disks[i].capacity = s->disks[i].size;
+		big |= st.st_size >= (off_t)(8ULL << 30) - 512;
+		rc = sha256_file(fd, img, (uint64_t)st.st_size, buf, shas[i]);
+		close(fd);
+		if (rc)
+			goto out;
+	}
+	ovf = vmb_archive__ovf_build(&vm);
+	if (!ovf) {
+		rc = VMB_ENOMEM;
+		goto out;
+	}
+	{
+		crypto_hash_sha256_state h;
+		crypto_hash_sha256_init(&h);
+		crypto_hash_sha256_update(&h, (const uint8_t *)ovf, strlen(ovf));
+		vmb_archive__hash_hex(&h, ovfsha);
+	}
+	vmb_buf_printf(&mf, "SHA256(%s)= %s\n", ovfname, ovfsha);
+	for (size_t i = 0; i < s->ndisks; i++)
+		vmb_buf_printf(&mf, "SHA256(%s)= %s\n", vm.disks[i].file,
+			       shas[i]);
+	if (mf.failed) {
+		rc = VMB_ENOMEM;
+		goto out;
+	}
+	/* the tar */
+	o.path = tmp;
+	o.fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (o.fd < 0) {
+		int e = errno;
+		rc = vmb_error_set(e == EEXIST ? VMB_EEXISTS : VMB_EIO,
+				   "cannot create %s: %s%s", tmp, strerror(e),
+				   e == EEXIST ? " (another export running, or "
+				   "left over: remove it)" : "");
+		goto out;
+	}
+	tmp_made = 1;
+	a = archive_write_new();
+	if (!a || (big ? archive_write_set_format_pax(a)
+		       : archive_write_set_format_ustar(a)) != ARCHIVE_OK ||
+	    archive_write_open(a, &o, NULL, os_write_cb, NULL) != ARCHIVE_OK) {
+		rc = a ? archive_fail(a, &o, out) : VMB_ENOMEM;
+		goto out;
+	}
+	rc = add_mem(a, &o, ovfname, s->time, ovf, strlen(ovf), NULL);
+	if (!rc)
+		rc = add_mem(a, &o, mfname, s->time, mf.data, mf.len, NULL);
+	for (size_t i = 0; !rc && i < s->ndisks; i++) {
+		/* dense: an OVA reader expects no sparse entries */
+		struct range whole = { 0, vm.disks[i].file_size };
+		struct ranges rs = { &whole, 1, 1, 0 };
+		struct filesrc fs = { -1, paths[i] };
+		char sha[65];
+		fs.fd = open(paths[i], O_RDONLY | O_CLOEXEC);
+		if (fs.fd < 0) {
+			rc = vmb_error_set(VMB_EIO, "cannot open %s: %s",
+					   paths[i], strerror(errno));
+			break;
+		}
+		rc = add_sparse(a, &o, vm.disks[i].file, s->time,
+				vm.disks[i].file_size,
+				vm.disks[i].file_size ? &rs : &(struct ranges){
+				NULL, 0, 0, 0 }, read_file, &fs, buf, IO_BUF,
+				&xp, 0, sha);
+		close(fs.fd);
+		/* the bytes written are the bytes hashed for the manifest */
+		if (!rc && strcmp(sha, shas[i]))
+			rc = vmb_error_set(VMB_EIO, "%s changed while it was "
+					   "written", paths[i]);
+	}
+	if (rc)
+		goto out;
+	if (archive_write_close(a) != ARCHIVE_OK) {
+		rc = archive_fail(a, &o, out);
+		goto out;
+	}
+	rc = os_finish(&o);
+	if (rc)
+		goto out;
+	close(o.fd);
+	o.fd = -1;
+	rc = publish(tmp, out, odir);
+	if (rc)
+		goto out;
+	tmp_made = 0;
+	memcpy(res->snapshot, s->id, 33);
+	res->disks = s->ndisks;
+	for (size_t i = 0; i < s->ndisks; i++)
+		res->bytes_total += s->disks[i].size;
+	res->bytes_written = o.written;
+	res->encrypted = 0;
+	res->seconds = vmb_now() - t0;
+	xp.p.bytes_done = xp.p.bytes_total;
+	xprog_tick(&xp, 1);
+out:
+	if (a)
+		archive_write_free(a);
+	if (o.fd >= 0)
+		close(o.fd);
+	if (tmp_made)
+		unlink(tmp);
+	if (parts)
+		vmb_archive__remove_tree(parts);
+	for (size_t i = 0; paths && i < s->ndisks; i++) {
+		free(paths[i]);
+		free((char *)vm.disks[i].file);
+	}
+	vmb_buf_free(&mf);
+	free(paths);
+	free(vm.disks);
+	free(shas);
+	free(buf);
+	free(ovf);
+	free(ovfname);
+	free(mfname);
+	free(parts);
+	free(base);
+	free(tmp);
+	free(odir);
+	return rc;
+}
+
 VMB_EXTERN(int) vmb_repo_export(vmb_repo *r, const char *snap_ref,
 				const char *out_tar,
 				const vmb_export_options *opts,
@@ -458,6 +766,10 @@ VMB_EXTERN(int) vmb_repo_export(vmb_repo *r, const char *snap_ref,
 	if (lstat(out_tar, &st) == 0) {
 		rc = vmb_error_set(VMB_EEXISTS, "%s already exists (exports "
 				   "never overwrite a file)", out_tar);
+		goto out;
+	}
+	if (opts->version >= 2 && opts->ova) {
+		rc = export_ova(r, s, out_tar, opts, res);
 		goto out;
 	}
 	tmp = vmb_asprintf("%s.tmp", out_tar);
@@ -686,25 +998,10 @@ VMB_EXTERN(int) vmb_repo_export(vmb_repo *r, const char *snap_ref,
 		goto out;
 	close(o.fd);
 	o.fd = -1;
-	/* publish without replacing a file that appeared meanwhile */
-	if (link(tmp, out_tar) == 0) {
-		unlink(tmp);
-	} else if (errno == EEXIST) {
-		rc = vmb_error_set(VMB_EEXISTS, "%s already exists", out_tar);
+	rc = publish(tmp, out_tar, odir);
+	if (rc)
 		goto out;
-	} else if (rename(tmp, out_tar) != 0) {
-		rc = vmb_error_set(VMB_EIO, "cannot rename %s to %s: %s", tmp,
-				   out_tar, strerror(errno));
-		goto out;
-	}
 	tmp_made = 0;
-	{
-		int dfd = open(odir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd >= 0) {
-			fsync(dfd);
-			close(dfd);
-		}
-	}
 	memcpy(res->snapshot, s->id, 33);
 	res->bytes_written = o.written;
 	res->encrypted = o.enc;

@@ -273,3 +273,328 @@ int vmb_archive__ovf_parse(const char *text, size_t len, struct ovf *o)
 		vmb_archive__ovf_free(o);
 	return w.rc;
 }
+
+/* ---------------------------------------------------------------- */
+/* writing a descriptor for `vmb export --ova` */
+
+/* The first element child named @local of @n, or NULL. */
+static const xmlNode *child(const xmlNode *n, const char *local)
+{
+	for (const xmlNode *c = n ? n->children : NULL; c; c = c->next)
+		if (is(c, local))
+			return c;
+	return NULL;
+}
+
+static int parse_u64_trim(const char *s, uint64_t *v)
+{
+	char t[32];
+	size_t n;
+	if (!s)
+		return -1;
+	while (*s == ' ' || *s == '\n' || *s == '\t' || *s == '\r')
+		s++;
+	n = strcspn(s, " \n\t\r");
+	if (!n || n >= sizeof t)
+		return -1;
+	memcpy(t, s, n);
+	t[n] = 0;
+	return parse_u64(t, v);
+}
+
+static void vm_from_libvirt(const xmlNode *dom, struct ovf_vm *vm)
+{
+	const xmlNode *n, *dev;
+	char *t;
+	uint64_t v;
+	if ((n = child(dom, "vcpu")) && (t = text_of(n->children))) {
+		if (!parse_u64_trim(t, &v) && v >= 1 && v <= 1024)
+			vm->cpus = (unsigned)v;
+		free(t);
+	}
+	if ((n = child(dom, "memory")) && (t = text_of(n->children))) {
+		char *unit = attr(n, "unit");
+		uint64_t m = unit_bytes(NULL);
+		if (!unit || !strcmp(unit, "KiB") || !strcmp(unit, "k"))
+			m = 1024;
+		else if (!strcmp(unit, "MiB") || !strcmp(unit, "M"))
+			m = 1024 * 1024;
+		else if (!strcmp(unit, "GiB") || !strcmp(unit, "G"))
+			m = 1024ull * 1024 * 1024;
+		else if (!strcmp(unit, "b") || !strcmp(unit, "bytes"))
+			m = 1;
+		if (!parse_u64_trim(t, &v) && v <= UINT64_MAX / m &&
+		    v * m >= (1u << 20))
+			vm->memory_mb = v * m >> 20;
+		free(unit);
+		free(t);
+	}
+	if ((n = child(dom, "os"))) {
+		char *fw = attr(n, "firmware");
+		const xmlNode *loader = child(n, "loader");
+		char *lt = loader ? text_of(loader->children) : NULL;
+		if ((fw && !strcmp(fw, "efi")) ||
+		    (lt && (strstr(lt, "OVMF") || strstr(lt, "edk2"))))
+			vm->efi = 1;
+		free(fw);
+		free(lt);
+	}
+	dev = child(dom, "devices");
+	for (n = dev ? dev->children : NULL; n; n = n->next) {
+		if (is(n, "interface") && vm->nnics < OVF_MAX_NICS) {
+			const xmlNode *mac = child(n, "mac");
+			const xmlNode *model = child(n, "model");
+			char *a = mac ? attr(mac, "address") : NULL;
+			char *m = model ? attr(model, "type") : NULL;
+			snprintf(vm->nics[vm->nnics].mac,
+				 sizeof vm->nics[0].mac, "%s", a ? a : "");
+			snprintf(vm->nics[vm->nnics].model,
+				 sizeof vm->nics[0].model, "%s",
+				 m && !strcmp(m, "e1000") ? "E1000" :
+				 m && !strcmp(m, "vmxnet3") ? "VmxNet3" :
+				 "E1000");
+			vm->nnics++;
+			free(a);
+			free(m);
+		} else if (is(n, "disk")) {
+			char *device = attr(n, "device");
+			const xmlNode *tg = child(n, "target");
+			char *dname = tg ? attr(tg, "dev") : NULL;
+			char *bus = tg ? attr(tg, "bus") : NULL;
+			for (size_t i = 0; dname && bus &&
+			     (!device || !strcmp(device, "disk")) &&
+			     i < vm->ndisks; i++)
+				if (!strcmp(vm->disks[i].name, dname))
+					snprintf(vm->disks[i].bus,
+						 sizeof vm->disks[i].bus, "%s",
+						 !strcmp(bus, "ide") ? "ide" :
+						 !strcmp(bus, "sata") ? "sata" :
+						 "scsi");
+			free(device);
+			free(dname);
+			free(bus);
+		}
+	}
+}
+
+static void vm_from_ovf(const xmlNode *n, struct ovf_vm *vm, unsigned depth)
+{
+	for (; n && depth < 64; n = n->next) {
+		if (is(n, "Item")) {
+			const xmlNode *rt = child(n, "ResourceType");
+			const xmlNode *q = child(n, "VirtualQuantity");
+			char *rts = rt ? text_of(rt->children) : NULL;
+			char *qs = q ? text_of(q->children) : NULL;
+			uint64_t r = 0, v = 0;
+			if (rts && qs && !parse_u64_trim(rts, &r) &&
+			    !parse_u64_trim(qs, &v)) {
+				if (r == 3 && v >= 1 && v <= 1024)
+					vm->cpus = (unsigned)v;
+				/* memory: MB is what every tool writes */
+				if (r == 4 && v >= 1 && v <= (1u << 30))
+					vm->memory_mb = v;
+			}
+			free(rts);
+			free(qs);
+		}
+		vm_from_ovf(n->children, vm, depth + 1);
+	}
+}
+
+int vmb_archive__ovf_vm_from_config(const char *format, const char *config,
+				    struct ovf_vm *vm)
+{
+	xmlDoc *doc;
+	const xmlNode *root;
+	if (!config || !format || strlen(config) > INT_MAX ||
+	    (strcmp(format, "libvirt-xml") && strcmp(format, "ovf-xml")))
+		return 0;
+	if (vmb_xml_load("reading the VM configuration"))
+		return vmb_error_code();
+	doc = xmlReadMemory(config, (int)strlen(config), "config.xml", NULL,
+			    XML_PARSE_NONET | XML_PARSE_NOERROR |
+			    XML_PARSE_NOWARNING);
+	if (!doc)
+		return 0; /* unreadable: the minimal descriptor */
+	root = xmlDocGetRootElement(doc);
+	if (!xmlGetIntSubset(doc) && root) {
+		if (!strcmp(format, "libvirt-xml") && is(root, "domain"))
+			vm_from_libvirt(root, vm);
+		else if (is(root, "Envelope"))
+			vm_from_ovf(root->children, vm, 0);
+	}
+	xmlFreeDoc(doc);
+	return 0;
+}
+
+static void esc(vmb_buf *b, const char *s)
+{
+	for (; *s; s++)
+		switch (*s) {
+		case '&': vmb_buf_puts(b, "&amp;"); break;
+		case '<': vmb_buf_puts(b, "&lt;"); break;
+		case '>': vmb_buf_puts(b, "&gt;"); break;
+		case '"': vmb_buf_puts(b, "&quot;"); break;
+		case '\'': vmb_buf_puts(b, "&apos;"); break;
+		default:
+			/* control characters are not allowed in XML 1.0 */
+			if ((unsigned char)*s < 0x20 && *s != '\t' &&
+			    *s != '\n' && *s != '\r')
+				vmb_buf_puts(b, "_");
+			else
+				vmb_buf_printf(b, "%c", *s);
+		}
+}
+
+/* One RASD Item; its elements in the schema's (alphabetical) order. */
+static void item(vmb_buf *b, const char *const *kv)
+{
+	vmb_buf_puts(b, "      <Item>\n");
+	for (; kv[0]; kv += 2) {
+		if (!kv[1])
+			continue;
+		vmb_buf_printf(b, "        <rasd:%s>", kv[0]);
+		esc(b, kv[1]);
+		vmb_buf_printf(b, "</rasd:%s>\n", kv[0]);
+	}
+	vmb_buf_puts(b, "      </Item>\n");
+}
+
+char *vmb_archive__ovf_build(const struct ovf_vm *vm)
+{
+	static const struct { const char *bus, *rtype, *sub, *name; } ctl[] = {
+		{ "scsi", "6", "lsilogic", "SCSI Controller 0" },
+		{ "sata", "20", "AHCI", "SATA Controller 0" },
+		{ "ide", "5", NULL, "IDE Controller 0" } };
+	unsigned id = 1, ctl_id[3] = { 0, 0, 0 };
+	char num[32], num2[32], name[64], addr[16];
+	vmb_buf b;
+
+	vmb_buf_init(&b);
+	vmb_buf_puts(&b,
+		"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+		"<!-- written by vmbackup: vmb export, OVA output -->\n"
+		"<Envelope xmlns=\"http://schemas.dmtf.org/ovf/envelope/1\"\n"
+		"    xmlns:ovf=\"http://schemas.dmtf.org/ovf/envelope/1\"\n"
+		"    xmlns:rasd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData\"\n"
+		"    xmlns:vssd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData\"\n"
+		"    xmlns:vmw=\"http://www.vmware.com/schema/ovf\"\n"
+		"    xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">\n"
+		"  <References>\n");
+	for (size_t i = 0; i < vm->ndisks; i++) {
+		vmb_buf_printf(&b, "    <File ovf:href=\"");
+		esc(&b, vm->disks[i].file);
+		vmb_buf_printf(&b, "\" ovf:id=\"file%zu\" ovf:size=\"%llu\"/>\n",
+			       i + 1,
+			       (unsigned long long)vm->disks[i].file_size);
+	}
+	vmb_buf_puts(&b, "  </References>\n"
+		     "  <DiskSection>\n"
+		     "    <Info>Virtual disk information</Info>\n");
+	for (size_t i = 0; i < vm->ndisks; i++)
+		vmb_buf_printf(&b,
+			"    <Disk ovf:capacity=\"%llu\" "
+			"ovf:capacityAllocationUnits=\"byte\" "
+			"ovf:diskId=\"vmdisk%zu\" ovf:fileRef=\"file%zu\" "
+			"ovf:format=\"http://www.vmware.com/interfaces/"
+			"specifications/vmdk.html#streamOptimized\"/>\n",
+			(unsigned long long)vm->disks[i].capacity, i + 1, i + 1);
+	vmb_buf_puts(&b, "  </DiskSection>\n");
+	if (vm->nnics)
+		vmb_buf_puts(&b,
+			"  <NetworkSection>\n"
+			"    <Info>The logical networks</Info>\n"
+			"    <Network ovf:name=\"VM Network\">\n"
+			"      <Description>The VM Network network</Description>\n"
+			"    </Network>\n"
+			"  </NetworkSection>\n");
+	vmb_buf_puts(&b, "  <VirtualSystem ovf:id=\"");
+	esc(&b, vm->name);
+	vmb_buf_puts(&b, "\">\n    <Info>A virtual machine</Info>\n    <Name>");
+	esc(&b, vm->name);
+	vmb_buf_puts(&b, "</Name>\n"
+		"    <OperatingSystemSection ovf:id=\"1\">\n"
+		"      <Info>The guest operating system</Info>\n"
+		"      <Description>Other</Description>\n"
+		"    </OperatingSystemSection>\n"
+		"    <VirtualHardwareSection>\n"
+		"      <Info>Virtual hardware requirements</Info>\n"
+		"      <System>\n"
+		"        <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>\n"
+		"        <vssd:InstanceID>0</vssd:InstanceID>\n"
+		"        <vssd:VirtualSystemIdentifier>");
+	esc(&b, vm->name);
+	vmb_buf_puts(&b, "</vssd:VirtualSystemIdentifier>\n"
+		"        <vssd:VirtualSystemType>vmx-07</vssd:VirtualSystemType>\n"
+		"      </System>\n");
+	snprintf(num, sizeof num, "%u", vm->cpus ? vm->cpus : 1);
+	snprintf(name, sizeof name, "%s virtual CPU(s)", num);
+	snprintf(addr, sizeof addr, "%u", id++);
+	item(&b, (const char *const[]){ "AllocationUnits", "hertz * 10^6",
+		"Description", "Number of Virtual CPUs", "ElementName", name,
+		"InstanceID", addr, "ResourceType", "3", "VirtualQuantity", num,
+		NULL, NULL });
+	snprintf(num, sizeof num, "%llu", (unsigned long long)
+		 (vm->memory_mb ? vm->memory_mb : 512));
+	snprintf(name, sizeof name, "%sMB of memory", num);
+	snprintf(addr, sizeof addr, "%u", id++);
+	item(&b, (const char *const[]){ "AllocationUnits", "byte * 2^20",
+		"Description", "Memory Size", "ElementName", name,
+		"InstanceID", addr, "ResourceType", "4", "VirtualQuantity", num,
+		NULL, NULL });
+	/* one controller per bus the disks use */
+	for (size_t c = 0; c < 3; c++) {
+		int used = 0;
+		for (size_t i = 0; i < vm->ndisks; i++)
+			used |= !strcmp(vm->disks[i].bus[0] ? vm->disks[i].bus
+							    : "scsi", ctl[c].bus);
+		if (!used)
+			continue;
+		ctl_id[c] = id++;
+		snprintf(addr, sizeof addr, "%u", ctl_id[c]);
+		item(&b, (const char *const[]){ "Address", "0",
+			"Description", ctl[c].name, "ElementName", ctl[c].name,
+			"InstanceID", addr, "ResourceSubType", ctl[c].sub,
+			"ResourceType", ctl[c].rtype, NULL, NULL });
+	}
+	for (size_t c = 0; c < 3; c++) {
+		unsigned slot = 0;
+		for (size_t i = 0; i < vm->ndisks; i++) {
+			char host[48], parent[16];
+			if (strcmp(vm->disks[i].bus[0] ? vm->disks[i].bus
+						       : "scsi", ctl[c].bus))
+				continue;
+			snprintf(num, sizeof num, "%u", slot++);
+			snprintf(name, sizeof name, "Hard Disk %zu", i + 1);
+			snprintf(host, sizeof host, "ovf:/disk/vmdisk%zu", i + 1);
+			snprintf(parent, sizeof parent, "%u", ctl_id[c]);
+			snprintf(addr, sizeof addr, "%u", id++);
+			item(&b, (const char *const[]){ "AddressOnParent", num,
+				"ElementName", name, "HostResource", host,
+				"InstanceID", addr, "Parent", parent,
+				"ResourceType", "17", NULL, NULL });
+		}
+	}
+	for (size_t i = 0; i < vm->nnics; i++) {
+		snprintf(name, sizeof name, "Network adapter %zu", i + 1);
+		snprintf(num2, sizeof num2, "%zu", i + 7);
+		snprintf(addr, sizeof addr, "%u", id++);
+		item(&b, (const char *const[]){ "Address",
+			vm->nics[i].mac[0] ? vm->nics[i].mac : NULL,
+			"AddressOnParent", num2, "AutomaticAllocation", "true",
+			"Connection", "VM Network", "ElementName", name,
+			"InstanceID", addr, "ResourceSubType", vm->nics[i].model,
+			"ResourceType", "10", NULL, NULL });
+	}
+	/* VMware's way to say EFI; VirtualBox reads it too */
+	if (vm->efi)
+		vmb_buf_puts(&b, "      <vmw:Config ovf:required=\"false\" "
+			     "vmw:key=\"firmware\" vmw:value=\"efi\"/>\n");
+	vmb_buf_puts(&b, "    </VirtualHardwareSection>\n"
+		     "  </VirtualSystem>\n</Envelope>\n");
+	if (b.failed) {
+		vmb_buf_free(&b);
+		return NULL;
+	}
+	return vmb_buf_detach(&b);
+}

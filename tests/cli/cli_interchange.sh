@@ -28,7 +28,8 @@ head -c 70000 /dev/urandom | dd of="$T/d.img" bs=1 seek=$((24 * 1048576 - 70000)
 # pyvmdk_equal IMAGE RAW: libyal reads the VMDK as the raw image
 pyvmdk_equal() {
 	$PY - "$1" "$2" <<'PY'
-import sys, pyvmdk
+import os, sys, pyvmdk
+os.chdir(os.path.dirname(os.path.abspath(sys.argv[1])))
 h = pyvmdk.handle()
 h.open(sys.argv[1])
 h.open_extent_data_files()
@@ -57,7 +58,7 @@ for sub in streamOptimized monolithicSparse monolithicFlat; do
 		check "$sub: vmdkinfo reads it" sh -c "vmdkinfo '$T/r-$sub/d.vmdk' | grep -q 'Media size:.*25165824 bytes'"
 	fi
 	if [ $have_pyvmdk = 1 ]; then
-		(cd "$T/r-$sub" && check "$sub: libyal's pyvmdk reads every byte exact" pyvmdk_equal d.vmdk "$T/d.img")
+		check "$sub: libyal's pyvmdk reads every byte exact" pyvmdk_equal "$T/r-$sub/d.vmdk" "$T/d.img"
 	fi
 done
 check "monolithicFlat: descriptor + -flat data file" test -f "$T/r-monolithicFlat/d-flat.vmdk"
@@ -87,4 +88,59 @@ if $PY -c 'import VMDKstream' 2>/dev/null; then
 else
 	echo "# python3-vmdkstream missing: VMDKstream import skipped (apt-get install python3-vmdkstream)"
 fi
+# ---- vmb export --ova: what VMware and VirtualBox import ----
+# an OVA with hardware (2 CPUs, 2048 MB), imported, then exported again
+O=$T/ovasrc
+mkdir -p "$O"
+qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$T/d.img" "$O/src-disk1.vmdk"
+cat >"$O/src.ovf" <<OVF
+<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"
+  xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData">
+  <References><File ovf:id="file1" ovf:href="src-disk1.vmdk"/></References>
+  <DiskSection><Info>disks</Info>
+    <Disk ovf:capacity="24" ovf:capacityAllocationUnits="byte * 2^20" ovf:diskId="vmdisk1" ovf:fileRef="file1"/>
+  </DiskSection>
+  <VirtualSystem ovf:id="ovaguest"><Info>vm</Info>
+    <VirtualHardwareSection><Info>hw</Info>
+      <Item><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>2</rasd:VirtualQuantity></Item>
+      <Item><rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>2048</rasd:VirtualQuantity></Item>
+    </VirtualHardwareSection>
+  </VirtualSystem>
+</Envelope>
+OVF
+(cd "$O" && sha256sum --tag src.ovf src-disk1.vmdk | sed 's/^SHA256 (\(.*\)) = /SHA256(\1)= /' >src.mf && tar cf "$T/src.ova" src.ovf src.mf src-disk1.vmdk)
+expect_exit 0 "import the source OVA" "$VMB" import "$R" "$T/src.ova"
+expect_exit 0 "export --ova" "$VMB" export "$R" ovaguest@latest "$T/out.ova" --ova --json
+check "export --ova --json: not encrypted" grep -q '"encrypted":false' "$T/out"
+check "an OVA is never encrypted, even from an encrypted repository" test "$(head -c 4 "$T/out.ova")" != VMBX
+check "members in OVF order: descriptor, manifest, disk" test "$(tar tf "$T/out.ova" | tr '\n' ' ')" = "ovaguest.ovf ovaguest.mf ovaguest-disk1.vmdk "
+check "the tar is POSIX ustar" test "$(dd if="$T/out.ova" bs=1 skip=257 count=6 status=none | od -An -c | tr -d ' ')" = 'ustar\0'
+mkdir -p "$T/ox" && tar xf "$T/out.ova" -C "$T/ox"
+if command -v xmllint >/dev/null; then
+	check "the OVF is well-formed (libxml2's xmllint)" xmllint --noout "$T/ox/ovaguest.ovf"
+	xp() { xmllint --xpath "$1" "$T/ox/ovaguest.ovf" 2>/dev/null; }
+	check "the OVF names the right capacity" test "$(xp 'string(//*[local-name()="Disk"]/@*[local-name()="capacity"])')" = 25165824
+	check "the OVF names the file's size" test "$(xp 'string(//*[local-name()="File"]/@*[local-name()="size"])')" = "$(stat -c %s "$T/ox/ovaguest-disk1.vmdk")"
+	check "CPUs carried over from the stored configuration" test "$(xp 'string(//*[local-name()="Item"][*[local-name()="ResourceType"]="3"]/*[local-name()="VirtualQuantity"])')" = 2
+	check "memory carried over" test "$(xp 'string(//*[local-name()="Item"][*[local-name()="ResourceType"]="4"]/*[local-name()="VirtualQuantity"])')" = 2048
+else
+	echo "# xmllint missing (libxml2-utils): OVF XPath checks skipped"
+fi
+check "the manifest's digests hold (sha256sum)" sh -c "cd '$T/ox' && sed 's/^SHA256(\(.*\))= \(.*\)/\2  \1/' ovaguest.mf | sha256sum -c --quiet"
+check "the OVA's VMDK is streamOptimized" sh -c "qemu-img info '$T/ox/ovaguest-disk1.vmdk' | grep -q 'create type: streamOptimized'"
+check "qemu-img check passes on it" qemu-img check -q "$T/ox/ovaguest-disk1.vmdk"
+check "qemu-img reads it exact" qemu-img compare -q -f raw -F vmdk "$T/d.img" "$T/ox/ovaguest-disk1.vmdk"
+if command -v vmdkinfo >/dev/null; then
+	check "vmdkinfo: stream optimized, right size" sh -c "vmdkinfo '$T/ox/ovaguest-disk1.vmdk' | grep -q 'Stream optimized' && vmdkinfo '$T/ox/ovaguest-disk1.vmdk' | grep -q '25165824 bytes'"
+fi
+if [ $have_pyvmdk = 1 ]; then
+	check "libyal's pyvmdk reads the OVA's disk exact" pyvmdk_equal "$T/ox/ovaguest-disk1.vmdk" "$T/d.img"
+fi
+expect_exit 0 "vmb imports its own OVA" "$VMB" import "$R" "$T/out.ova" --vm back
+"$VMB" restore "$R" back@latest --to "$T/r-back" --format raw >/dev/null 2>"$T/err" || bad "restore: $(cat "$T/err")"
+check "our own OVA round-trips exact" cmp -s "$T/r-back/ovaguest-disk1.img" "$T/d.img"
+# a name ending in .ova means --ova; a minimal descriptor without config
+expect_exit 0 "export to NAME.ova without --ova" "$VMB" export "$R" ix@latest "$T/ix.ova"
+check "NAME.ova is an OVA" sh -c "tar tf '$T/ix.ova' | head -1 | grep -q '^ix.ovf$'"
 finish

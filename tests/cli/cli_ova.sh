@@ -54,16 +54,38 @@ mf() {
 	local alg=$1; shift
 	(cd "$D" && "$alg"sum --tag "$@" | sed 's/^\([A-Z0-9]*\) (\(.*\)) = /\1(\2)= /')
 }
-pack() { (cd "$D" && tar cf "$T/$1" "${@:2}"); }
+TARFMT=gnu
+pack() { (cd "$D" && tar --format=$TARFMT -cf "$T/$1" "${@:2}"); }
 
-# --- good OVAs in each algorithm ---
+# --- good OVAs in each algorithm and tar layout: mkova.sh writes
+#     ovf, mf, then the disks (ustar); ova-compose uses Python's tarfile
+#     (pax); GNU tar's own format for good measure ---
+n0=$(nsnaps)
+cp "$D/g-disk1.vmdk" "$T/orig.vmdk"
+for TARFMT in ustar pax gnu; do
+	for alg in sha1 sha256 sha512; do
+		ovf "vm-$alg-$TARFMT" "$vsize" 8 "byte * 2^20"
+		mf "$alg" g.ovf g-disk1.vmdk >"$D/g.mf"
+		pack "$alg-$TARFMT.ova" g.ovf g.mf g-disk1.vmdk
+		expect_exit 0 "$TARFMT OVA with $alg manifest imports" "$VMB" import "$R" "$T/$alg-$TARFMT.ova"
+		# the same archive with one byte of the disk changed
+		printf '\x55' | dd of="$D/g-disk1.vmdk" bs=1 seek=70000 conv=notrunc status=none
+		pack "bad-$alg-$TARFMT.ova" g.ovf g.mf g-disk1.vmdk
+		cp "$T/orig.vmdk" "$D/g-disk1.vmdk"
+		expect_exit 3 "$TARFMT OVA with $alg manifest, disk altered, is refused" "$VMB" import "$R" "$T/bad-$alg-$TARFMT.ova"
+	done
+done
+check "nine snapshots, none from the altered ones" test "$(nsnaps)" = $((n0 + 9))
+"$VMB" restore "$R" vm-sha1-ustar@latest --to "$T/r-u" --format raw >/dev/null 2>"$T/err" || bad "restore: $(cat "$T/err")"
+check "a ustar OVA's disk restores identical" cmp -s "$T/r-u/g-disk1.img" "$T/disk.img"
+TARFMT=gnu
 for alg in sha1 sha256 sha512; do
 	ovf "vm-$alg" "$vsize" 8 "byte * 2^20"
 	mf "$alg" g.ovf g-disk1.vmdk >"$D/g.mf"
 	pack "$alg.ova" g.ovf g.mf g-disk1.vmdk
 	expect_exit 0 "OVA with $alg manifest imports" "$VMB" import "$R" "$T/$alg.ova"
 done
-check "three snapshots" test "$(nsnaps)" = 3
+check "three more snapshots" test "$(nsnaps)" = $((n0 + 12))
 "$VMB" restore "$R" vm-sha512@latest --to "$T/r" --format raw >/dev/null 2>"$T/err" || bad "restore: $(cat "$T/err")"
 check "the OVA's disk restores identical" cmp -s "$T/r/g-disk1.img" "$T/disk.img"
 
@@ -89,7 +111,6 @@ refuse() {
 # --- a tampered disk under each algorithm (the digest in the manifest
 #     is the original's) ---
 ovf vm-t "$vsize" 8 "byte * 2^20"
-cp "$D/g-disk1.vmdk" "$T/orig.vmdk"
 for alg in sha1 sha256 sha512; do
 	mf "$alg" g.ovf g-disk1.vmdk >"$D/g.mf"
 	# flip one byte of the compressed grain data, size unchanged

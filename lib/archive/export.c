@@ -427,6 +427,35 @@ static int publish(const char *tmp, const char *out, const char *odir)
 	return 0;
 }
 
+/* Create the archive's temporary file OUT.tmp (never an existing one). */
+static int create_tmp(struct ostream *o, const char *tmp, mode_t mode)
+{
+	int e;
+	o->fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+	if (o->fd >= 0)
+		return 0;
+	e = errno;
+	return vmb_error_set(e == EEXIST ? VMB_EEXISTS : VMB_EIO,
+			     "cannot create %s: %s%s", tmp, strerror(e),
+			     e == EEXIST ? " (another export running, or left "
+			     "over: remove it)" : "");
+}
+
+/* Close the tar, end (and fsync) the stream, publish @tmp as @out. */
+static int finish_archive(struct archive *a, struct ostream *o,
+			  const char *tmp, const char *out, const char *odir)
+{
+	int rc;
+	if (archive_write_close(a) != ARCHIVE_OK)
+		return archive_fail(a, o, out);
+	rc = os_finish(o);
+	if (rc)
+		return rc;
+	close(o->fd);
+	o->fd = -1;
+	return publish(tmp, out, odir);
+}
+
 /* A hex SHA-256 of a whole file. */
 static int sha256_file(int fd, const char *path, uint64_t size, uint8_t *buf,
 		       char hex[65])
@@ -619,15 +648,9 @@ static int export_ova(vmb_repo *r, const vmb_snapshot *s, const char *out,
 	}
 	/* the tar */
 	o.path = tmp;
-	o.fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	if (o.fd < 0) {
-		int e = errno;
-		rc = vmb_error_set(e == EEXIST ? VMB_EEXISTS : VMB_EIO,
-				   "cannot create %s: %s%s", tmp, strerror(e),
-				   e == EEXIST ? " (another export running, or "
-				   "left over: remove it)" : "");
+	rc = create_tmp(&o, tmp, 0644);
+	if (rc)
 		goto out;
-	}
 	tmp_made = 1;
 	a = archive_write_new();
 	if (!a || (big ? archive_write_set_format_pax(a)
@@ -664,16 +687,7 @@ static int export_ova(vmb_repo *r, const vmb_snapshot *s, const char *out,
 	}
 	if (rc)
 		goto out;
-	if (archive_write_close(a) != ARCHIVE_OK) {
-		rc = archive_fail(a, &o, out);
-		goto out;
-	}
-	rc = os_finish(&o);
-	if (rc)
-		goto out;
-	close(o.fd);
-	o.fd = -1;
-	rc = publish(tmp, out, odir);
+	rc = finish_archive(a, &o, tmp, out, odir);
 	if (rc)
 		goto out;
 	tmp_made = 0;
@@ -783,15 +797,9 @@ VMB_EXTERN(int) vmb_repo_export(vmb_repo *r, const char *snap_ref,
 	o.path = tmp;
 	o.enc = opts->encrypt && r->keys.encrypted;
 
-	o.fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (o.fd < 0) {
-		int e = errno;
-		rc = vmb_error_set(e == EEXIST ? VMB_EEXISTS : VMB_EIO,
-				   "cannot create %s: %s%s", tmp, strerror(e),
-				   e == EEXIST ? " (another export running, or "
-				   "left over: remove it)" : "");
+	rc = create_tmp(&o, tmp, 0600);
+	if (rc)
 		goto out;
-	}
 	tmp_made = 1;
 	rc = os_start(&o, r, opts->version >= 2 && opts->passphrase &&
 			     *opts->passphrase ? opts->passphrase : NULL);
@@ -989,16 +997,7 @@ VMB_EXTERN(int) vmb_repo_export(vmb_repo *r, const char *snap_ref,
 	rc = add_mem(a, &o, "manifest.json", s->time, m.data, m.len, NULL);
 	if (rc)
 		goto out;
-	if (archive_write_close(a) != ARCHIVE_OK) {
-		rc = archive_fail(a, &o, out_tar);
-		goto out;
-	}
-	rc = os_finish(&o);
-	if (rc)
-		goto out;
-	close(o.fd);
-	o.fd = -1;
-	rc = publish(tmp, out_tar, odir);
+	rc = finish_archive(a, &o, tmp, out_tar, odir);
 	if (rc)
 		goto out;
 	tmp_made = 0;

@@ -9,7 +9,8 @@ static const char help[] =
 "\n"
 "SYNOPSIS\n"
 "    vmb backup REPO SOURCE... [--vm NAME] [--tag TAG]... [--full]\n"
-"               [--connect URI] [--quiesce] [--json] [--threads N]\n"
+"               [--connect URI] [--quiesce] [--crash-consistent] [--live]\n"
+"               [--json] [--threads N]\n"
 "\n"
 "DESCRIPTION\n"
 "    Reads each SOURCE and stores all its disks in REPO as one snapshot.\n"
@@ -29,6 +30,15 @@ static const char help[] =
 "                    off domain's images are read directly.  The domain\n"
 "                    XML is stored in the snapshot.\n"
 "\n"
+"    vbox:PATH       a VirtualBox VM: its .vbox settings file or the\n"
+"                    folder holding one (such a folder is recognised\n"
+"                    without the prefix too).  Each disk is read with\n"
+"                    its chain of differencing images, checked against\n"
+"                    the media registry (VDI uuids and parent links).\n"
+"                    Where VBoxManage is on PATH it is asked for the\n"
+"                    VM's state: a running VM is refused unless\n"
+"                    --crash-consistent or --live is given.\n"
+"\n"
 "    Only allocated data is read; holes and zero blocks are\n"
 "    recorded as markers.  Data is cut into fixed chunks on the guest's\n"
 "    offsets, deduplicated against everything already in the repository,\n"
@@ -45,6 +55,11 @@ static const char help[] =
 "    --connect URI  hypervisor connection (default: LIBVIRT_DEFAULT_URI,\n"
 "                   else libvirt's own default)\n"
 "    --quiesce      fail unless the guest's file systems can be frozen\n"
+"    --crash-consistent\n"
+"                   back up a running VM that cannot be frozen or\n"
+"                   snapshotted (the snapshot records crash-consistent)\n"
+"    --live         vbox: take a VirtualBox snapshot of a running VM,\n"
+"                   back up the images it made read-only, delete it\n"
 "    --tag TAG      attach a tag (repeatable)\n"
 "    --full         ignore the parent snapshot (read and hash all)\n"
 "    --threads N    worker threads (default: one per core)\n"
@@ -96,6 +111,8 @@ static int backup_main(int argc, char **argv, const char **tags)
 		{ "threads", required_argument, NULL, 'j' },
 		{ "connect", required_argument, NULL, 'c' },
 		{ "quiesce", no_argument, NULL, 'Q' },
+		{ "crash-consistent", no_argument, NULL, 'C' },
+		{ "live", no_argument, NULL, 'L' },
 		CLI_COMMON_OPTIONS, { 0 }
 	};
 	vmb_hv_backup_opts ho = VMB_HV_BACKUP_OPTS_INIT;
@@ -122,6 +139,8 @@ static int backup_main(int argc, char **argv, const char **tags)
 		case 'f': o.full = 1; break;
 		case 'c': uri = optarg; break;
 		case 'Q': ho.flags |= VMB_HV_BACKUP_QUIESCE; break;
+		case 'C': ho.flags |= VMB_HV_BACKUP_CRASH_CONSISTENT; break;
+		case 'L': ho.flags |= VMB_HV_BACKUP_LIVE; break;
 		case 'j':
 			o.threads = (int)strtol(optarg, &end, 10);
 			if (*end || o.threads < 1 || o.threads > 64)
@@ -186,10 +205,11 @@ static int backup_main(int argc, char **argv, const char **tags)
 	{
 		vmb_snapshot *s = NULL;
 		const char *vm = o.vm;
-		const char *cons = NULL;
+		const char *cons = NULL, *note = NULL;
 		if (vmb_repo_snapshot_find(r, res.snapshot, &s) == 0) {
 			vm = vmb_snapshot_vm(s);
 			cons = vmb_snapshot_consistency(s);
+			note = vmb_snapshot_consistency_note(s);
 		}
 		if (g.json) {
 			printf("{\"snapshot\":\"%s\",\"vm\":", res.snapshot);
@@ -212,6 +232,10 @@ static int backup_main(int argc, char **argv, const char **tags)
 			if (cons) {
 				printf(",\"consistency\":");
 				cli_json_str(stdout, cons);
+			}
+			if (note) {
+				printf(",\"consistency_note\":");
+				cli_json_str(stdout, note);
 			}
 			printf("}\n");
 		} else if (!g.quiet) {

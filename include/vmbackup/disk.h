@@ -58,6 +58,20 @@ typedef int (*vmb_extent_fn)(const vmb_extent *e, void *payload);
 VMB_EXTERN(int) vmb_disk_open(const char *path, unsigned flags,
 			      vmb_disk **out);
 
+/**
+ * Open a chain whose layers are known from elsewhere (a VirtualBox media
+ * registry: differencing images live in a Snapshots/ folder, away from
+ * their parents): @p paths[0] is the top, each next one its parent, the
+ * last the base.  Each link is checked against what the child's header
+ * records (VDI parent uuid, qcow2/VMDK backing file): a mismatch is
+ * VMB_EFORMAT naming the child, its recorded parent and the file given;
+ * a base that still has a parent, or a layer that has none but is given
+ * one, is refused the same way.
+ * @param[out] out  free with vmb_disk_close()
+ */
+VMB_EXTERN(int) vmb_disk_open_layers(const char *const *paths, size_t n,
+				     vmb_disk **out);
+
 /** Close a disk; accepts NULL. */
 VMB_EXTERN(void) vmb_disk_close(vmb_disk *d);
 
@@ -85,6 +99,13 @@ VMB_EXTERN(int) vmb_disk_layer_times(const vmb_disk *d, int layer,
 				     int64_t *mtime_ns, int64_t *ctime_ns);
 /** @return a layer's file name, or NULL. */
 VMB_EXTERN(const char *) vmb_disk_layer_path(const vmb_disk *d, int layer);
+/**
+ * A layer's image uuid and, for a differencing image, its parent's
+ * (lower-case text without braces, as VirtualBox prints them; @p parent
+ * is "" without a parent link).  VMB_ENOTSUP for formats without uuids.
+ */
+VMB_EXTERN(int) vmb_disk_layer_uuid(const vmb_disk *d, int layer,
+				    char uuid[37], char parent[37]);
 /** @return a layer's format name, or NULL. */
 VMB_EXTERN(const char *) vmb_disk_layer_format(const vmb_disk *d, int layer);
 

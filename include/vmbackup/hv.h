@@ -50,6 +50,13 @@ typedef struct vmb_hv_parent_disk {
 #define VMB_HV_BACKUP_FULL      0x1u /**< ignore the parent: read all */
 #define VMB_HV_BACKUP_QUIESCE   0x2u /**< fail if the guest cannot be
 					  quiesced (default: note it) */
+#define VMB_HV_BACKUP_CRASH_CONSISTENT 0x4u /**< back up a running VM
+					  that cannot be frozen or snapshotted
+					  (recorded as crash-consistent);
+					  without it such a VM is refused */
+#define VMB_HV_BACKUP_LIVE      0x8u /**< may take a hypervisor snapshot
+					  of a running VM, read the images it
+					  made read-only, and delete it */
 
 /** What a plugin's backup_begin() is told. */
 typedef struct vmb_hv_backup_options {

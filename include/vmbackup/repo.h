@@ -233,6 +233,9 @@ VMB_EXTERN(const char *) vmb_snapshot_disk_cbt(const vmb_snapshot *s,
 /** @return how consistent the data is ("frozen", "crash-consistent",
  *  "powered-off"), or NULL when the backup did not say (image files). */
 VMB_EXTERN(const char *) vmb_snapshot_consistency(const vmb_snapshot *s);
+/** @return why the consistency is not better ("the VM was running"), or
+ *  NULL. */
+VMB_EXTERN(const char *) vmb_snapshot_consistency_note(const vmb_snapshot *s);
 /** @return the stored VM configuration, or NULL; @p format (if not NULL)
  *  gets its format ("libvirt-xml", ...). */
 VMB_EXTERN(const char *) vmb_snapshot_config(const vmb_snapshot *s,

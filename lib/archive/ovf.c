@@ -18,41 +18,6 @@
 #define OVF_MAX_NODES 200000u /* elements walked before giving up */
 #define OVF_MAX_FILES 4096u   /* References/File and Disk entries */
 
-static int is(const xmlNode *n, const char *local)
-{
-	return n->type == XML_ELEMENT_NODE &&
-	       !strcmp((const char *)n->name, local);
-}
-
-/* The text of a node's children (an attribute's value, an element's
- * text), without libxml2's allocator: predefined entities are already
- * replaced, and documents with a DTD (other entities) are refused. */
-static char *text_of(const xmlNode *children)
-{
-	vmb_buf b;
-	vmb_buf_init(&b);
-	for (const xmlNode *c = children; c; c = c->next)
-		if ((c->type == XML_TEXT_NODE ||
-		     c->type == XML_CDATA_SECTION_NODE) && c->content)
-			vmb_buf_puts(&b, (const char *)c->content);
-	if (b.failed) {
-		vmb_buf_free(&b);
-		return NULL;
-	}
-	if (!b.data)
-		return vmb_strdup("");
-	return vmb_buf_detach(&b);
-}
-
-/* An attribute by local name, whatever its namespace prefix. */
-static char *attr(const xmlNode *n, const char *local)
-{
-	for (const xmlAttr *a = n->properties; a; a = a->next)
-		if (!strcmp((const char *)a->name, local))
-			return text_of(a->children);
-	return NULL;
-}
-
 /* A decimal without sign, spaces or overflow. */
 static int parse_u64(const char *s, uint64_t *out)
 {
@@ -137,13 +102,13 @@ static int add_file(struct walk *w, const xmlNode *n)
 	o->files = f;
 	f += o->nfiles;
 	memset(f, 0, sizeof *f);
-	f->href = attr(n, "href");
-	f->id = attr(n, "id");
+	f->href = vmb_xml_attr(n, "href");
+	f->id = vmb_xml_attr(n, "id");
 	o->nfiles++;
 	if (!f->href || !*f->href)
 		return vmb_error_set(VMB_EINVAL, "a References/File has no "
 				     "ovf:href");
-	if ((size = attr(n, "size")) != NULL) {
+	if ((size = vmb_xml_attr(n, "size")) != NULL) {
 		int bad = parse_u64(size, &f->size);
 		free(size);
 		if (bad)
@@ -169,13 +134,13 @@ static int add_disk(struct walk *w, const xmlNode *n)
 	o->disks = d;
 	d += o->ndisks;
 	memset(d, 0, sizeof *d);
-	d->id = attr(n, "diskId");
-	d->file_ref = attr(n, "fileRef");
+	d->id = vmb_xml_attr(n, "diskId");
+	d->file_ref = vmb_xml_attr(n, "fileRef");
 	o->ndisks++;
-	cap = attr(n, "capacity");
+	cap = vmb_xml_attr(n, "capacity");
 	if (!cap)
 		return 0;
-	units = attr(n, "capacityAllocationUnits");
+	units = vmb_xml_attr(n, "capacityAllocationUnits");
 	/* "${prop}": set at deployment, nothing to check against */
 	if (cap[0] == '$') {
 		free(cap);
@@ -209,19 +174,19 @@ static void walk(struct walk *w, const xmlNode *n, int in_refs, int in_disks)
 					      "elements", OVF_MAX_NODES);
 			return;
 		}
-		if (in_refs && is(n, "File"))
+		if (in_refs && vmb_xml_is(n, "File"))
 			w->rc = add_file(w, n);
-		else if (in_disks && is(n, "Disk"))
+		else if (in_disks && vmb_xml_is(n, "Disk"))
 			w->rc = add_disk(w, n);
-		else if (is(n, "VirtualSystem") && !w->vs_id && !w->vs_name) {
-			w->vs_id = attr(n, "id");
+		else if (vmb_xml_is(n, "VirtualSystem") && !w->vs_id && !w->vs_name) {
+			w->vs_id = vmb_xml_attr(n, "id");
 			if (!w->vs_id || !*w->vs_id) {
 				free(w->vs_id);
 				w->vs_id = NULL;
 				for (const xmlNode *c = n->children; c;
 				     c = c->next)
-					if (is(c, "Name")) {
-						w->vs_name = text_of(c->children);
+					if (vmb_xml_is(c, "Name")) {
+						w->vs_name = vmb_xml_text(c->children);
 						break;
 					}
 			}
@@ -230,8 +195,8 @@ static void walk(struct walk *w, const xmlNode *n, int in_refs, int in_disks)
 			return;
 		/* bounded depth: libxml2 refuses documents nested deeper
 		 * than 256 levels without XML_PARSE_HUGE */
-		walk(w, n->children, is(n, "References"),
-		     is(n, "DiskSection"));
+		walk(w, n->children, vmb_xml_is(n, "References"),
+		     vmb_xml_is(n, "DiskSection"));
 	}
 }
 
@@ -240,25 +205,8 @@ int vmb_archive__ovf_parse(const char *text, size_t len, struct ovf *o)
 	struct walk w;
 	xmlDoc *doc;
 	memset(o, 0, sizeof *o);
-	if (vmb_xml_load("reading an OVF descriptor"))
+	if (vmb_xml_parse(text, len, 0, 0, "the descriptor", &doc))
 		return vmb_error_code();
-	if (len > INT_MAX)
-		return vmb_error_set(VMB_EINVAL, "the descriptor is too large");
-	doc = xmlReadMemory(text, (int)len, "descriptor.ovf", NULL,
-			    XML_PARSE_NONET | XML_PARSE_NOERROR |
-			    XML_PARSE_NOWARNING | XML_PARSE_NOCDATA);
-	if (!doc) {
-		const xmlError *e = xmlGetLastError();
-		return vmb_error_set(VMB_EINVAL, "the descriptor is not "
-				     "well-formed XML (line %d)",
-				     e ? e->line : 0);
-	}
-	if (xmlGetIntSubset(doc)) {
-		xmlFreeDoc(doc);
-		return vmb_error_set(VMB_EINVAL, "the descriptor has a "
-				     "document type declaration (entities are "
-				     "refused)");
-	}
 	memset(&w, 0, sizeof w);
 	w.o = o;
 	walk(&w, xmlDocGetRootElement(doc), 0, 0);
@@ -276,15 +224,6 @@ int vmb_archive__ovf_parse(const char *text, size_t len, struct ovf *o)
 
 /* ---------------------------------------------------------------- */
 /* writing a descriptor for `vmb export --ova` */
-
-/* The first element child named @local of @n, or NULL. */
-static const xmlNode *child(const xmlNode *n, const char *local)
-{
-	for (const xmlNode *c = n ? n->children : NULL; c; c = c->next)
-		if (is(c, local))
-			return c;
-	return NULL;
-}
 
 static int parse_u64_trim(const char *s, uint64_t *v)
 {
@@ -307,13 +246,13 @@ static void vm_from_libvirt(const xmlNode *dom, struct ovf_vm *vm)
 	const xmlNode *n, *dev;
 	char *t;
 	uint64_t v;
-	if ((n = child(dom, "vcpu")) && (t = text_of(n->children))) {
+	if ((n = vmb_xml_child(dom, "vcpu")) && (t = vmb_xml_text(n->children))) {
 		if (!parse_u64_trim(t, &v) && v >= 1 && v <= 1024)
 			vm->cpus = (unsigned)v;
 		free(t);
 	}
-	if ((n = child(dom, "memory")) && (t = text_of(n->children))) {
-		char *unit = attr(n, "unit");
+	if ((n = vmb_xml_child(dom, "memory")) && (t = vmb_xml_text(n->children))) {
+		char *unit = vmb_xml_attr(n, "unit");
 		uint64_t m = unit_bytes(NULL);
 		if (!unit || !strcmp(unit, "KiB") || !strcmp(unit, "k"))
 			m = 1024;
@@ -329,23 +268,23 @@ static void vm_from_libvirt(const xmlNode *dom, struct ovf_vm *vm)
 		free(unit);
 		free(t);
 	}
-	if ((n = child(dom, "os"))) {
-		char *fw = attr(n, "firmware");
-		const xmlNode *loader = child(n, "loader");
-		char *lt = loader ? text_of(loader->children) : NULL;
+	if ((n = vmb_xml_child(dom, "os"))) {
+		char *fw = vmb_xml_attr(n, "firmware");
+		const xmlNode *loader = vmb_xml_child(n, "loader");
+		char *lt = loader ? vmb_xml_text(loader->children) : NULL;
 		if ((fw && !strcmp(fw, "efi")) ||
 		    (lt && (strstr(lt, "OVMF") || strstr(lt, "edk2"))))
 			vm->efi = 1;
 		free(fw);
 		free(lt);
 	}
-	dev = child(dom, "devices");
+	dev = vmb_xml_child(dom, "devices");
 	for (n = dev ? dev->children : NULL; n; n = n->next) {
-		if (is(n, "interface") && vm->nnics < OVF_MAX_NICS) {
-			const xmlNode *mac = child(n, "mac");
-			const xmlNode *model = child(n, "model");
-			char *a = mac ? attr(mac, "address") : NULL;
-			char *m = model ? attr(model, "type") : NULL;
+		if (vmb_xml_is(n, "interface") && vm->nnics < OVF_MAX_NICS) {
+			const xmlNode *mac = vmb_xml_child(n, "mac");
+			const xmlNode *model = vmb_xml_child(n, "model");
+			char *a = mac ? vmb_xml_attr(mac, "address") : NULL;
+			char *m = model ? vmb_xml_attr(model, "type") : NULL;
 			snprintf(vm->nics[vm->nnics].mac,
 				 sizeof vm->nics[0].mac, "%s", a ? a : "");
 			snprintf(vm->nics[vm->nnics].model,
@@ -356,11 +295,11 @@ static void vm_from_libvirt(const xmlNode *dom, struct ovf_vm *vm)
 			vm->nnics++;
 			free(a);
 			free(m);
-		} else if (is(n, "disk")) {
-			char *device = attr(n, "device");
-			const xmlNode *tg = child(n, "target");
-			char *dname = tg ? attr(tg, "dev") : NULL;
-			char *bus = tg ? attr(tg, "bus") : NULL;
+		} else if (vmb_xml_is(n, "disk")) {
+			char *device = vmb_xml_attr(n, "device");
+			const xmlNode *tg = vmb_xml_child(n, "target");
+			char *dname = tg ? vmb_xml_attr(tg, "dev") : NULL;
+			char *bus = tg ? vmb_xml_attr(tg, "bus") : NULL;
 			for (size_t i = 0; dname && bus &&
 			     (!device || !strcmp(device, "disk")) &&
 			     i < vm->ndisks; i++)
@@ -380,11 +319,11 @@ static void vm_from_libvirt(const xmlNode *dom, struct ovf_vm *vm)
 static void vm_from_ovf(const xmlNode *n, struct ovf_vm *vm, unsigned depth)
 {
 	for (; n && depth < 64; n = n->next) {
-		if (is(n, "Item")) {
-			const xmlNode *rt = child(n, "ResourceType");
-			const xmlNode *q = child(n, "VirtualQuantity");
-			char *rts = rt ? text_of(rt->children) : NULL;
-			char *qs = q ? text_of(q->children) : NULL;
+		if (vmb_xml_is(n, "Item")) {
+			const xmlNode *rt = vmb_xml_child(n, "ResourceType");
+			const xmlNode *q = vmb_xml_child(n, "VirtualQuantity");
+			char *rts = rt ? vmb_xml_text(rt->children) : NULL;
+			char *qs = q ? vmb_xml_text(q->children) : NULL;
 			uint64_t r = 0, v = 0;
 			if (rts && qs && !parse_u64_trim(rts, &r) &&
 			    !parse_u64_trim(qs, &v)) {
@@ -411,16 +350,17 @@ int vmb_archive__ovf_vm_from_config(const char *format, const char *config,
 		return 0;
 	if (vmb_xml_load("reading the VM configuration"))
 		return vmb_error_code();
-	doc = xmlReadMemory(config, (int)strlen(config), "config.xml", NULL,
-			    XML_PARSE_NONET | XML_PARSE_NOERROR |
-			    XML_PARSE_NOWARNING);
-	if (!doc)
-		return 0; /* unreadable: the minimal descriptor */
+	if (vmb_xml_parse(config, strlen(config), 0, 0,
+			  "the VM configuration", &doc)) {
+		/* unreadable: the minimal descriptor */
+		vmb_error_clear();
+		return 0;
+	}
 	root = xmlDocGetRootElement(doc);
-	if (!xmlGetIntSubset(doc) && root) {
-		if (!strcmp(format, "libvirt-xml") && is(root, "domain"))
+	if (root) {
+		if (!strcmp(format, "libvirt-xml") && vmb_xml_is(root, "domain"))
 			vm_from_libvirt(root, vm);
-		else if (is(root, "Envelope"))
+		else if (vmb_xml_is(root, "Envelope"))
 			vm_from_ovf(root->children, vm, 0);
 	}
 	xmlFreeDoc(doc);

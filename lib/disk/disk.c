@@ -232,8 +232,70 @@ static void close_layers(vmb_disk *d)
 	d->nlayers = 0;
 }
 
-VMB_EXTERN(int) vmb_disk_open(const char *path, unsigned flags,
-			      vmb_disk **out)
+/* RTUUID text (the VDI header layout): u32, u16, u16 little endian,
+ * then 8 bytes as stored. */
+static void uuid_text(const uint8_t u[16], char out[37])
+{
+	snprintf(out, 37,
+		 "%08x-%04x-%04x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+		 (unsigned)(u[0] | u[1] << 8 | u[2] << 16 | (uint32_t)u[3] << 24),
+		 (unsigned)(u[4] | u[5] << 8), (unsigned)(u[6] | u[7] << 8),
+		 u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+}
+
+/* With an explicit chain: does @child's link name @parent? */
+static int check_link(const struct layer *child, const struct layer *parent)
+{
+	char want[37], got[37];
+	if (child->info.parent_by_uuid) {
+		if (!parent->info.has_uuid ||
+		    memcmp(child->info.parent_uuid, parent->info.uuid, 16)) {
+			uuid_text(child->info.parent_uuid, want);
+			if (parent->info.has_uuid)
+				uuid_text(parent->info.uuid, got);
+			else
+				snprintf(got, sizeof got, "none");
+			return vmb_error_set(VMB_EFORMAT, "%s: its header names "
+					     "parent uuid {%s}, but %s, named "
+					     "as its parent, has uuid {%s}",
+					     child->path, want, parent->path,
+					     got);
+		}
+		if (child->fmt != parent->fmt)
+			return vmb_error_set(VMB_EFORMAT, "%s: parent %s is %s, "
+					     "not %s", child->path,
+					     parent->path, parent->fmt->name,
+					     child->fmt->name);
+		return 0;
+	}
+	if (child->info.backing_path && child->info.backing_path[0]) {
+		char *b = resolve_backing(child->path,
+					  child->info.backing_path);
+		struct stat st;
+		int same = b && stat(b, &st) == 0 &&
+			   st.st_dev == parent->st.st_dev &&
+			   st.st_ino == parent->st.st_ino;
+		if (!same) {
+			int r = vmb_error_set(VMB_EFORMAT, "%s: its backing "
+					      "file is %s, not %s",
+					      child->path,
+					      child->info.backing_path,
+					      parent->path);
+			free(b);
+			return r;
+		}
+		free(b);
+	}
+	return 0;
+}
+
+/*
+ * Open a chain: @path and its backing files as the images name them, or,
+ * with @explicit (@nexp layers below @path, nearest first), exactly those
+ * files, each checked against the link its child records.
+ */
+static int open_chain(const char *path, const char *const *explicit,
+		      size_t nexp, unsigned flags, vmb_disk **out)
 {
 	vmb_disk *d;
 	char *cur;
@@ -314,9 +376,38 @@ VMB_EXTERN(int) vmb_disk_open(const char *path, unsigned flags,
 					  (unsigned long long)l->info.virtual_size);
 			goto fail;
 		}
+		if (d->nlayers > 1 && explicit &&
+		    (r = check_link(&d->layers[d->nlayers - 2], l)))
+			goto fail;
 		if (flags & VMB_DISK_OPEN_NO_BACKING)
 			break;
-		if (l->info.backing_path && l->info.backing_path[0]) {
+		if (explicit) {
+			int has_parent = (l->info.backing_path &&
+					  l->info.backing_path[0]) ||
+					 l->info.parent_by_uuid;
+			size_t next = (size_t)d->nlayers - 1;
+			if (next < nexp && !has_parent) {
+				r = vmb_error_set(VMB_EFORMAT, "%s is not a "
+						  "differencing image, but %s is "
+						  "named as its parent",
+						  l->path, explicit[next]);
+				goto fail;
+			}
+			if (next >= nexp && has_parent) {
+				r = vmb_error_set(VMB_EFORMAT, "%s is a "
+						  "differencing image, but no "
+						  "parent is named for it",
+						  l->path);
+				goto fail;
+			}
+			if (next >= nexp)
+				break;
+			if (!(cur = vmb_strdup(explicit[next]))) {
+				r = VMB_ENOMEM;
+				goto fail;
+			}
+			hint = NULL;
+		} else if (l->info.backing_path && l->info.backing_path[0]) {
 			cur = resolve_backing(l->path, l->info.backing_path);
 			if (!cur) {
 				r = VMB_ENOMEM;
@@ -344,6 +435,40 @@ fail:
 	close_layers(d);
 	free(d);
 	return r ? r : VMB_EGENERIC;
+}
+
+VMB_EXTERN(int) vmb_disk_open(const char *path, unsigned flags,
+			      vmb_disk **out)
+{
+	return open_chain(path, NULL, 0, flags, out);
+}
+
+VMB_EXTERN(int) vmb_disk_open_layers(const char *const *paths, size_t n,
+				     vmb_disk **out)
+{
+	*out = NULL;
+	if (!paths || n < 1 || n > VMB_DISK_MAX_CHAIN)
+		return vmb_error_set(VMB_EINVAL, "vmb_disk_open_layers: "
+				     "between 1 and %d layers",
+				     VMB_DISK_MAX_CHAIN);
+	return open_chain(paths[0], paths + 1, n - 1, 0, out);
+}
+
+VMB_EXTERN(int) vmb_disk_layer_uuid(const vmb_disk *d, int i,
+				    char uuid[37], char parent[37])
+{
+	const struct layer *l;
+	if (!d || d->ops || i < 0 || i >= d->nlayers)
+		return vmb_error_set(VMB_EINVAL, "no layer %d", i);
+	l = &d->layers[i];
+	uuid[0] = parent[0] = 0;
+	if (!l->info.has_uuid)
+		return vmb_error_set(VMB_ENOTSUP, "%s: a %s image has no "
+				     "uuid", l->path, l->fmt->name);
+	uuid_text(l->info.uuid, uuid);
+	if (l->info.parent_by_uuid)
+		uuid_text(l->info.parent_uuid, parent);
+	return 0;
 }
 
 VMB_EXTERN(int) vmb_disk_new(const vmb_disk_ops *ops, void *data,

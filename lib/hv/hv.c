@@ -6,6 +6,7 @@
  * how to write a plugin.
  */
 #include <dlfcn.h>
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -257,6 +258,28 @@ static int get_plugin(const char *name, struct plugin **out)
 	return 0;
 }
 
+/* A VM folder without a prefix: a directory holding exactly one file
+ * ending in @ext ("vbox" for a VirtualBox VM).  Bounded scan. */
+static int folder_holds_one(const char *dir, const char *ext)
+{
+	DIR *d;
+	struct dirent *e;
+	int n = 0, seen = 0;
+	size_t el = strlen(ext);
+	struct stat st;
+	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || !(d = opendir(dir)))
+		return 0;
+	while ((e = readdir(d)) && seen++ < 10000) {
+		size_t l = strlen(e->d_name);
+		if (e->d_name[0] != '.' && l > el + 1 &&
+		    e->d_name[l - el - 1] == '.' &&
+		    !strcmp(e->d_name + l - el, ext))
+			n++;
+	}
+	closedir(d);
+	return n == 1;
+}
+
 VMB_EXTERN(int) vmb_hv_parse_source(const char *source, char plugin[32],
 				    const char **rest)
 {
@@ -288,6 +311,11 @@ VMB_EXTERN(int) vmb_hv_parse_source(const char *source, char plugin[32],
 			}
 			vmb_error_clear();
 		}
+	}
+	if (folder_holds_one(source, "vbox")) {
+		snprintf(plugin, 32, "vbox");
+		*rest = source;
+		return 0;
 	}
 	snprintf(plugin, 32, "file");
 	*rest = source;

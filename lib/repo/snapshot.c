@@ -541,6 +541,10 @@ VMB_EXTERN(const char *) vmb_snapshot_consistency(const vmb_snapshot *s)
 {
 	return s->consistency;
 }
+VMB_EXTERN(const char *) vmb_snapshot_consistency_note(const vmb_snapshot *s)
+{
+	return s->consistency_note;
+}
 VMB_EXTERN(const char *) vmb_snapshot_config(const vmb_snapshot *s,
 					     const char **format)
 {

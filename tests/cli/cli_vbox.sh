@@ -1,0 +1,150 @@
+# The VirtualBox plugin (plugins/vbox/, docs/vbox.md).  VirtualBox is not
+# installable here: the test writes its own VM folder the way VirtualBox
+# lays it out (tests/lib/vbox_folder.py: a .vbox settings file by hand in
+# VirtualBox's format, VDI bases and differencing images written from the
+# format's documentation by tests/lib/vdi_gen.py, one base by qemu-img),
+# and reads VDI chains back with that generator's own reader.
+#  - vbox:FOLDER, vbox:FILE.vbox and the bare folder back up the current
+#    state (both disks, their whole chains) as one snapshot; restored
+#    disks equal the originals; a second backup reads nothing (overlay);
+#  - a VDI header whose uuid or parent uuid disagrees with the media
+#    registry is named; hostile settings (entities, a DTD, '..', a
+#    symlink, a medium listed twice, an attachment of no medium) are
+#    refused with one line and nothing written;
+#  - the VM's state: VBoxManage is a test double here (a script on PATH
+#    that prints `showvminfo --machinereadable` output and logs its
+#    arguments), standing in for the real program that is absent: a
+#    running VM is refused, --crash-consistent records it, --live takes
+#    and deletes a VirtualBox snapshot.
+. "$TESTLIB"
+export VMB_KDF_OPSLIMIT=1 VMB_KDF_MEMLIMIT=8388608
+command -v python3 >/dev/null || skip "python3 is needed"
+command -v qemu-img >/dev/null || skip "qemu-img is needed"
+GEN="python3 $SRCDIR/tests/lib/vdi_gen.py"
+FOLDER="python3 $SRCDIR/tests/lib/vbox_folder.py"
+
+python3 - "$T" <<'PY'
+import os, random, sys
+r = random.Random(16)
+def blk(): return bytes(r.getrandbits(8) for _ in range(4096)) * 256
+open(sys.argv[1] + '/d1.raw', 'wb').write(blk() + blk() + blk() + bytes(2 << 20) + blk() + blk() + blk())
+open(sys.argv[1] + '/d2.raw', 'wb').write(bytes(1 << 20) + blk() + blk() + blk())
+PY
+mkdir -p "$T/vms/lab1" "$T/st"
+$FOLDER "$T/vms/lab1" lab1 --raw1 "$T/d1.raw" --raw2 "$T/d2.raw" --efi \
+	--abs2 --qemu-base2 --states "$T/st" >"$T/mach" || bad "fixture"
+VM=$T/vms/lab1
+R=$T/repo
+sleep 2 # change tracking trusts a layer's times only once they are 2 s old
+expect_exit 0 "init" "$VMB" init "$R"
+# an independent look at the chain: the generator's reader agrees with
+# the states it wrote
+top=$(sed -n 's/.*<Image uuid="{\([^}]*\)}".*/\1/p' "$VM/lab1.vbox" | sed -n 5p)
+check "fixture: the generator reads its own chain" $GEN read "$T/x.raw" \
+	"$VM/Snapshots/{$top}.vdi" \
+	"$(ls "$VM"/Snapshots/*.vdi | while read -r f; do
+		[ "$($GEN ids "$f" | cut -d' ' -f1)" = "$($GEN ids "$VM/Snapshots/{$top}.vdi" | cut -d' ' -f2)" ] && echo "$f"; done)" \
+	"$VM/lab1.vdi"
+cmp -s "$T/x.raw" "$T/st/disk0-current.raw" && ok "fixture chain reads as written" || bad "fixture chain"
+
+expect_exit 0 "backup vbox:FOLDER" "$VMB" backup "$R" "vbox:$VM" --json
+cp "$T/out" "$T/b1.json"
+grep -q '"vm":"lab1"' "$T/b1.json" && ok "VM named from its settings" || bad "vm name: $(cat "$T/b1.json")"
+grep -q '"consistency":"unchecked"' "$T/b1.json" && ok "no VBoxManage: state unchecked, said so" ||
+	bad "consistency: $(cat "$T/b1.json")"
+expect_exit 0 "restore" "$VMB" restore "$R" latest --to "$T/r1" --format raw
+cmp -s "$T/r1/lab1.img" "$T/st/disk0-current.raw" && ok "SATA disk (3-layer chain) restored equal" || bad "disk0 differs"
+cmp -s "$T/r1/lab1-ide.img" "$T/st/disk1-current.raw" && ok "IDE disk (qemu-img base + 2 diffs) restored equal" || bad "disk1 differs"
+expect_exit 0 "backup the bare folder again" "$VMB" backup "$R" "$VM" --json
+grep -q '"cbt":"overlay"' "$T/out" && grep -q '"bytes_read":0' "$T/out" &&
+	ok "second backup: nothing read (the chain is the change tracking)" || bad "second backup: $(cat "$T/out")"
+expect_exit 0 "backup vbox:FILE.vbox" "$VMB" backup "$R" "vbox:$VM/lab1.vbox" --json
+n=$("$VMB" snapshots "$R" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+[ "$n" = 3 ] && ok "three snapshots" || bad "snapshots: $n"
+
+# ---- wrong files are named, nothing written ----
+count() { "$VMB" snapshots "$R" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+refused() { # refused DESC PATTERN SOURCE
+	local before; before=$(count)
+	expect_exit 1 "$1" "$VMB" backup "$R" "$3"
+	one_line "$1"
+	grep -q -- "$2" "$T/err" && ok "$1: says $2" || bad "$1: message: $(cat "$T/err")"
+	[ "$(count)" = "$before" ] && ok "$1: nothing written" || bad "$1: a snapshot was written"
+}
+cp -a "$VM" "$T/vms/wrongparent"
+f=$(ls "$T/vms/wrongparent/Snapshots/"*.vdi | head -1)
+$GEN set-parent "$f" 01234567-89ab-cdef-0123-456789abcdef
+refused "a differencing image with a wrong parent uuid" "$(basename "$f").*parent uuid is {01234567-89ab-cdef-0123-456789abcdef}" "vbox:$T/vms/wrongparent"
+cp -a "$VM" "$T/vms/wronguuid"
+$GEN set-uuid "$T/vms/wronguuid/lab1.vdi" 11111111-89ab-cdef-0123-456789abcdef
+refused "a base image with a wrong uuid" "lab1.vdi: the VDI header's image uuid is {11111111" "vbox:$T/vms/wronguuid"
+hostile() { # hostile NAME PATTERN PYTHON-EXPR-ON-s
+	cp -a "$VM" "$T/vms/$1"
+	python3 - "$T/vms/$1/lab1.vbox" "$3" <<'PY'
+import re, sys
+p = sys.argv[1]; s = open(p).read()
+s = eval(sys.argv[2])
+open(p, 'w').write(s)
+PY
+	refused "$1" "$2" "vbox:$T/vms/$1"
+}
+hostile entity "document type declaration" \
+	"s.replace('<VirtualBox ', '<!DOCTYPE VirtualBox [<!ENTITY a \"aaaa\"><!ENTITY b \"&a;&a;&a;\">]>\n<VirtualBox ', 1).replace('name=\"lab1\"', 'name=\"&b;\"')"
+hostile external "document type declaration" \
+	"s.replace('<VirtualBox ', '<!DOCTYPE VirtualBox SYSTEM \"http://127.0.0.1:9/x.dtd\">\n<VirtualBox ', 1)"
+hostile dotdot "goes up a folder" "re.sub(r'location=\"lab1.vdi\"', 'location=\"../lab1/lab1.vdi\"', s)"
+hostile twice "listed twice" \
+	"s.replace('<HardDisks>\n', '<HardDisks>\n<HardDisk uuid=\"{00000000-0000-0000-0000-000000000001}\" location=\"lab1.vdi\" format=\"VDI\"/>\n', 1)"
+hostile nomedium "is not in the media registry" "re.sub(r'<Image uuid=\"\{[0-9a-f]{8}', '<Image uuid=\"{abcdef01', s, count=1)"
+hostile attachedtwice "attached twice" \
+	"(lambda i: s[:i] + s[i:].replace('</AttachedDevice>', '</AttachedDevice>' + s[i:s.index('</AttachedDevice>', i)].replace('port=\"0\"', 'port=\"1\"') + '</AttachedDevice>', 1))(s.rindex('<AttachedDevice type=\"HardDisk\"', 0, s.rindex('name=\"IDE\"')))"
+cp -a "$VM" "$T/vms/symlink"
+mv "$T/vms/symlink/lab1.nvram" "$T/elsewhere.nvram"
+ln -s "$T/elsewhere.nvram" "$T/vms/symlink/lab1.nvram"
+refused "a symlinked NVRAM file" "symbolic link" "vbox:$T/vms/symlink"
+cp -a "$VM" "$T/vms/nosav"
+rm "$T/vms/nosav/Snapshots/"*.sav
+refused "a missing saved state" "saved state" "vbox:$T/vms/nosav"
+mkdir -p "$T/vms/empty"
+refused "a folder with no settings file" "no .vbox settings file" "vbox:$T/vms/empty"
+
+# ---- the VM's state through VBoxManage (a test double) ----
+mkdir -p "$T/bin"
+cat >"$T/bin/VBoxManage" <<'SH'
+#!/bin/sh
+# Test double for VirtualBox's VBoxManage (not installable here): logs its
+# arguments and answers showvminfo from $FAKE_VBOX_STATE; snapshot take
+# installs the settings VirtualBox would write ($FAKE_VBOX_AFTER).
+echo "$*" >>"$FAKE_VBOX_LOG"
+case "$1" in
+showvminfo)
+	[ "$FAKE_VBOX_STATE" = unknown ] && { echo "VBoxManage: error: Could not find a registered machine" >&2; exit 1; }
+	printf 'name="lab1"\nUUID="%s"\nVMState="%s"\nVMStateChangeTime="2026-12-07T07:00:00.000000000"\n' "$2" "$FAKE_VBOX_STATE";;
+snapshot)
+	case "$3" in
+	take) [ -n "${FAKE_VBOX_AFTER:-}" ] && cp "$FAKE_VBOX_AFTER" "$FAKE_VBOX_SETTINGS"
+	      echo "0%...10%...100%"; echo "Snapshot taken. UUID: ${FAKE_VBOX_SNAP:-}";;
+	delete) echo "0%...100%";;
+	esac;;
+esac
+SH
+chmod +x "$T/bin/VBoxManage"
+export FAKE_VBOX_LOG=$T/vboxmanage.log
+mach=$(cat "$T/mach")
+PATH=$T/bin:$PATH FAKE_VBOX_STATE=running expect_exit 1 "a running VM is refused" "$VMB" backup "$R" "vbox:$VM"
+one_line "running VM"
+grep -q "is running: shut it down, or use --live or --crash-consistent" "$T/err" && ok "running: says what to do" || bad "running: $(cat "$T/err")"
+grep -q "^showvminfo $mach --machinereadable\$" "$FAKE_VBOX_LOG" && ok "VBoxManage asked: showvminfo UUID --machinereadable" ||
+	bad "VBoxManage log: $(cat "$FAKE_VBOX_LOG")"
+PATH=$T/bin:$PATH FAKE_VBOX_STATE=running expect_exit 0 "--crash-consistent" "$VMB" backup "$R" "vbox:$VM" --crash-consistent --json
+grep -q '"consistency":"crash-consistent"' "$T/out" && ok "manifest says crash-consistent" || bad "crash: $(cat "$T/out")"
+grep -q '"consistency_note":"the VM was running' "$T/out" && ok "the note says why" || bad "note missing: $(cat "$T/out")"
+PATH=$T/bin:$PATH FAKE_VBOX_STATE=poweroff expect_exit 0 "powered off" "$VMB" backup "$R" "vbox:$VM" --json
+grep -q '"consistency":"powered-off"' "$T/out" && ok "VBoxManage poweroff: powered-off" || bad "poweroff: $(cat "$T/out")"
+PATH=$T/bin:$PATH FAKE_VBOX_STATE=saved expect_exit 0 "saved" "$VMB" backup "$R" "vbox:$VM" --json
+grep -q '"consistency":"saved"' "$T/out" && ok "VBoxManage saved: saved" || bad "saved: $(cat "$T/out")"
+PATH=$T/bin:$PATH FAKE_VBOX_STATE=unknown expect_exit 0 "not registered" "$VMB" backup "$R" "vbox:$VM" --json
+grep -q '"consistency":"unchecked"' "$T/out" && ok "unregistered VM: unchecked" || bad "unknown: $(cat "$T/out")"
+PATH=$T/bin:$PATH FAKE_VBOX_STATE=paused expect_exit 1 "a paused VM is refused too" "$VMB" backup "$R" "vbox:$VM"
+
+finish

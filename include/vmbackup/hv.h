@@ -184,6 +184,30 @@ VMB_EXTERN(int) vmb_hv_backup(vmb_repo *r, const vmb_hv_source *src,
 			      size_t nsrc, const vmb_hv_backup_opts *opts,
 			      vmb_backup_result *res);
 
+/**
+ * Called by vmb_hv_backup_each() when one VM is done: @p rc is 0 and
+ * @p res its result, or a negative vmb_error and @p error its message
+ * (then @p res is NULL).  @p vm is the VM's name when it could be read,
+ * else NULL.  Non-zero stops the walk (the VMs not started are not
+ * reported).
+ */
+typedef int (*vmb_hv_each_fn)(size_t index, const vmb_hv_source *src,
+			      const char *vm, int rc, const char *error,
+			      const vmb_backup_result *res, void *payload);
+
+/**
+ * Back up many VMs, one snapshot each (a classroom of VM folders): every
+ * source is a VM of its own, named from its configuration, with its own
+ * parent; a VM that fails (a missing disk, unreadable settings, a
+ * running VM) is reported to @p fn and the others still go.
+ * opts->backup.vm must be NULL.  @return 0 when every VM was backed up,
+ * else the number of VMs that failed (> 0), or a negative vmb_error for
+ * a fault that stopped the walk.
+ */
+VMB_EXTERN(int) vmb_hv_backup_each(vmb_repo *r, const vmb_hv_source *src,
+				   size_t nsrc, const vmb_hv_backup_opts *opts,
+				   vmb_hv_each_fn fn, void *payload);
+
 /** VM snapshots on the hypervisor (VMB_ENOTSUP where not offered). */
 VMB_EXTERN(int) vmb_hv_snapshot_create(vmb_hv *h, const char *vm,
 				       const char *name);

@@ -731,6 +731,44 @@ out:
 	return rc;
 }
 
+VMB_EXTERN(int) vmb_hv_backup_each(vmb_repo *r, const vmb_hv_source *src,
+				   size_t nsrc, const vmb_hv_backup_opts *opts,
+				   vmb_hv_each_fn fn, void *payload)
+{
+	vmb_hv_backup_opts def = VMB_HV_BACKUP_OPTS_INIT;
+	size_t failed = 0;
+	if (!opts)
+		opts = &def;
+	if (opts->backup.vm)
+		return vmb_error_set(VMB_EINVAL, "a backup of each VM names "
+				     "every VM from its configuration: no VM "
+				     "name can be given");
+	for (size_t i = 0; i < nsrc; i++) {
+		vmb_backup_result res;
+		vmb_hv_vm_info *info = NULL;
+		char *vm = NULL, msg[1024];
+		int rc;
+		/* the name first, so a failure can say which VM it was */
+		if (describe(src[i].hv, src[i].vm, &info) == 0) {
+			vm = vmb_strdup(info->name);
+			free_info(src[i].hv);
+		}
+		vmb_error_clear();
+		rc = vmb_hv_backup(r, &src[i], 1, opts, &res);
+		snprintf(msg, sizeof msg, "%s", rc ? vmb_error_message() : "");
+		if (rc)
+			failed++;
+		if (fn && fn(i, &src[i], vm, rc, rc ? msg : NULL,
+			     rc ? NULL : &res, payload)) {
+			free(vm);
+			break;
+		}
+		free(vm);
+	}
+	vmb_error_clear();
+	return failed > (size_t)INT32_MAX ? INT32_MAX : (int)failed;
+}
+
 /* ---- restore and define ---- */
 
 VMB_EXTERN(int) vmb_hv_restore_define(vmb_repo *r, const char *snap,

@@ -147,4 +147,37 @@ PATH=$T/bin:$PATH FAKE_VBOX_STATE=unknown expect_exit 0 "not registered" "$VMB" 
 grep -q '"consistency":"unchecked"' "$T/out" && ok "unregistered VM: unchecked" || bad "unknown: $(cat "$T/out")"
 PATH=$T/bin:$PATH FAKE_VBOX_STATE=paused expect_exit 1 "a paused VM is refused too" "$VMB" backup "$R" "vbox:$VM"
 
+# ---- the classroom: every VM folder in one command ----
+for i in 1 2 3; do
+	mkdir -p "$T/lab/pc$i"
+	$FOLDER "$T/lab/pc$i" "pc$i" --raw1 "$T/d1.raw" --snapshots 1 >/dev/null
+done
+mkdir -p "$T/lab/broken" && cp -a "$T/lab/pc1/." "$T/lab/broken/"
+rm "$T/lab/broken/pc1.vdi"
+mkdir -p "$T/lab/badxml" && echo '<VirtualBox><Machine' >"$T/lab/badxml/x.vbox"
+RC=$T/repo-class
+sleep 2 # layer times are trusted once 2 s old
+expect_exit 0 "init classroom repo" "$VMB" init "$RC"
+expect_exit 1 "--each over a class with two broken VMs" "$VMB" backup "$RC" --each "vbox:$T/lab/*" --json
+tail -1 "$T/err" | grep -q "backup failed for 2 of 5 VMs: $T/lab/badxml, $T/lab/broken" &&
+	ok "the last line names both failed VMs" || bad "last line: $(tail -1 "$T/err")"
+[ "$(grep -c '^vmb: \[[1-5]/5\]' "$T/err")" = 5 ] && ok "a progress line per VM" || bad "progress: $(cat "$T/err")"
+grep -q "\[2/5\] $T/lab/broken: FAILED: .*pc1.vdi: No such file" "$T/err" && ok "the missing disk is named" || bad "broken: $(cat "$T/err")"
+python3 - "$T/out" <<'PY' && ok "one JSON object: 3 ok, 2 failed, one entry per VM" || bad "--each json: $(cat "$T/out")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d['ok'] == 3 and d['failed'] == 2, d
+assert len(d['vms']) == 5
+assert sorted(v['vm'] for v in d['vms'] if 'snapshot' in v) == ['pc1', 'pc2', 'pc3']
+assert all('error' in v for v in d['vms'] if 'snapshot' not in v)
+assert len(d['failed_sources']) == 2
+PY
+n=$("$VMB" snapshots "$RC" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+[ "$n" = 3 ] && ok "one snapshot per good VM" || bad "class snapshots: $n"
+printf '# the room\n%s\n\n%s\n' "$T/lab/pc1" "vbox:$T/lab/pc2/pc2.vbox" >"$T/list"
+expect_exit 0 "--each-from a list file" "$VMB" backup "$RC" --each-from "$T/list" --json
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["ok"]==2 and all(v["cbt"]=="overlay" for v in d["vms"]), d' "$T/out" &&
+	ok "list file: 2 VMs, incremental (overlay)" || bad "list: $(cat "$T/out")"
+expect_exit 2 "--each with --vm is a usage error" "$VMB" backup "$RC" --each "$T/lab/pc1" --vm x
+
 finish

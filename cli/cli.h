@@ -51,6 +51,8 @@ int cli_archive_passphrase(char **out, const char *file);
 /* Progress callback that draws a bar on stderr (if enabled). */
 int cli_progress(const vmb_progress *p, void *payload);
 void cli_progress_done(void);
+/* Show the library's info-level log lines on stderr. */
+void cli_log_info(void);
 int cli_progress_enabled(void);
 /* Human-readable byte counts. */
 const char *cli_bytes(uint64_t n, char buf[32]);

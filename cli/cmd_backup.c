@@ -13,7 +13,7 @@ static const char help[] =
 "SYNOPSIS\n"
 "    vmb backup REPO SOURCE... [--vm NAME] [--tag TAG]... [--full]\n"
 "               [--connect URI] [--quiesce] [--crash-consistent] [--live]\n"
-"               [--json] [--threads N]\n"
+"               [--dry-run] [--json] [--threads N]\n"
 "    vmb backup REPO --each SOURCE... | --each-from FILE [options]\n"
 "\n"
 "DESCRIPTION\n"
@@ -75,6 +75,9 @@ static const char help[] =
 "    --tag TAG      attach a tag (repeatable)\n"
 "    --full         ignore the parent snapshot (read and hash all)\n"
 "    --threads N    worker threads (default: one per core)\n"
+"    --dry-run      start the backup and say what it would do (the\n"
+"                   commands a plugin would run, the disks it would\n"
+"                   read), then stop: nothing is stored, nothing changed\n"
 "    --each         one snapshot per SOURCE (see above)\n"
 "    --each-from FILE\n"
 "                   --each, with the sources read from FILE, one per\n"
@@ -306,6 +309,7 @@ static int backup_main(int argc, char **argv, const char **tags)
 		{ "crash-consistent", no_argument, NULL, 'C' },
 		{ "live", no_argument, NULL, 'L' },
 		{ "each", no_argument, NULL, 'E' },
+		{ "dry-run", no_argument, NULL, 'n' },
 		{ "each-from", required_argument, NULL, 'F' },
 		CLI_COMMON_OPTIONS, { 0 }
 	};
@@ -338,6 +342,7 @@ static int backup_main(int argc, char **argv, const char **tags)
 		case 'C': ho.flags |= VMB_HV_BACKUP_CRASH_CONSISTENT; break;
 		case 'L': ho.flags |= VMB_HV_BACKUP_LIVE; break;
 		case 'E': each = 1; break;
+		case 'n': ho.flags |= VMB_HV_BACKUP_DRY_RUN; break;
 		case 'F': each = 1; each_from = optarg; break;
 		case 'j':
 			o.threads = (int)strtol(optarg, &end, 10);
@@ -458,8 +463,21 @@ static int backup_main(int argc, char **argv, const char **tags)
 		src_free(&sl);
 		return EXIT_OK;
 	}
+	if (ho.flags & VMB_HV_BACKUP_DRY_RUN)
+		cli_log_info();
 	rc = vmb_hv_backup(r, src, nsrc, &ho, &res);
 	cli_progress_done();
+	if (!rc && (ho.flags & VMB_HV_BACKUP_DRY_RUN)) {
+		char a[32];
+		printf("dry run: %s of disks would be read; nothing was "
+		       "stored\n", cli_bytes(res.bytes_total, a));
+		vmb_repo_close(r);
+		for (size_t k = 0; k < nhv; k++)
+			vmb_hv_close(hvs[k]);
+		free(src);
+		src_free(&sl);
+		return EXIT_OK;
+	}
 	if (rc) {
 		if (strncmp(vmb_error_message(), "backup failed", 13))
 			vmb_error_prefix("backup failed: ");

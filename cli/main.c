@@ -86,6 +86,13 @@ static void errors_quiet_sink(vmb_log_level level, const char *msg,
 		fprintf(log_file, "error: %s\n", msg);
 }
 
+/* Show the library's info messages too (vmb backup --dry-run). */
+void cli_log_info(void)
+{
+	vmb_log_set(log_sink, NULL, g.verbose > 1 ? VMB_LOG_DEBUG :
+		    VMB_LOG_INFO);
+}
+
 /* Library errors that a command reports itself as one summary line. */
 void cli_quiet_errors(void)
 {

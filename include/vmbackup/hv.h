@@ -57,6 +57,11 @@ typedef struct vmb_hv_parent_disk {
 #define VMB_HV_BACKUP_LIVE      0x8u /**< may take a hypervisor snapshot
 					  of a running VM, read the images it
 					  made read-only, and delete it */
+#define VMB_HV_BACKUP_DRY_RUN   0x10u /**< start and end the backup
+					  without storing anything: plugins
+					  change nothing on the hypervisor
+					  and log (VMB_LOG_INFO, "would
+					  run: ...") what they would do */
 
 /** What a plugin's backup_begin() is told. */
 typedef struct vmb_hv_backup_options {

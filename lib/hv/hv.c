@@ -701,6 +701,20 @@ VMB_EXTERN(int) vmb_hv_backup(vmb_repo *r, const vmb_hv_source *src,
 		bo.consistency = consistency;
 		bo.consistency_note = note;
 	}
+	if (opts->flags & VMB_HV_BACKUP_DRY_RUN) {
+		/* what would be read; nothing is stored */
+		for (size_t i = 0; i < nbs; i++) {
+			res->bytes_total += vmb_disk_size(bs[i].disk);
+			vmb_log(VMB_LOG_INFO, "would read disk %s (%s, %llu "
+				"bytes, %d layer%s)", bs[i].name,
+				bs[i].path ? bs[i].path : "-",
+				(unsigned long long)vmb_disk_size(bs[i].disk),
+				vmb_disk_layers(bs[i].disk),
+				vmb_disk_layers(bs[i].disk) == 1 ? "" : "s");
+		}
+		res->cbt = "none";
+		goto out;
+	}
 	rc = vmb_repo_backup(r, bs, nbs, &bo, res);
 out:
 	{

@@ -419,10 +419,22 @@ static int vbox_backup_begin(void *handle, const char *vm,
 	j->b.consistency = "powered-off";
 	if (v->state == VMB_HV_STATE_RUNNING ||
 	    v->state == VMB_HV_STATE_PAUSED) {
-		if (o->flags & VMB_HV_BACKUP_LIVE) {
+		if ((o->flags & VMB_HV_BACKUP_LIVE) &&
+		    (o->flags & VMB_HV_BACKUP_DRY_RUN)) {
+			vmb_log(VMB_LOG_INFO, "would run: VBoxManage snapshot "
+				"%s take vmb-backup-%lld --live", v->m.uuid,
+				(long long)time(NULL));
+			vmb_log(VMB_LOG_INFO, "would read the images of that "
+				"snapshot (read-only while it exists)");
+			vmb_log(VMB_LOG_INFO, "would run: VBoxManage snapshot "
+				"%s delete <that snapshot's uuid>", v->m.uuid);
+			j->b.consistency = "crash-consistent";
+		} else if (o->flags & VMB_HV_BACKUP_LIVE) {
 			char name[64];
 			snprintf(name, sizeof name, "vmb-backup-%lld",
 				 (long long)time(NULL));
+			vmb_log(VMB_LOG_INFO, "running: VBoxManage snapshot %s "
+				"take %s --live", v->m.uuid, name);
 			rc = vbox_manage_snapshot_take(v->vbm, v->m.uuid, name,
 						       j->live_snap);
 			if (rc)
@@ -504,9 +516,12 @@ static int vbox_backup_end(void *handle, vmb_hv_backup_job *b, int committed)
 		vmb_disk_close(j->disks[i].disk);
 		j->disks[i].disk = NULL;
 	}
-	if (j->live_snap[0])
+	if (j->live_snap[0]) {
+		vmb_log(VMB_LOG_INFO, "running: VBoxManage snapshot %s delete "
+			"%s", j->v->m.uuid, j->live_snap);
 		rc = vbox_manage_snapshot_delete(j->v->vbm, j->v->m.uuid,
 						 j->live_snap);
+	}
 	job_free(j);
 	return rc;
 }

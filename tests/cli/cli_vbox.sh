@@ -147,6 +147,34 @@ PATH=$T/bin:$PATH FAKE_VBOX_STATE=unknown expect_exit 0 "not registered" "$VMB" 
 grep -q '"consistency":"unchecked"' "$T/out" && ok "unregistered VM: unchecked" || bad "unknown: $(cat "$T/out")"
 PATH=$T/bin:$PATH FAKE_VBOX_STATE=paused expect_exit 1 "a paused VM is refused too" "$VMB" backup "$R" "vbox:$VM"
 
+# --live: VBoxManage takes a snapshot (the double installs the settings
+# VirtualBox would write then), the images under it are read, and the
+# snapshot is deleted after
+mkdir -p "$T/vms/live" "$T/stl"
+$FOLDER "$T/vms/live" live --raw1 "$T/d1.raw" --before-live "$T/live-before.vbox" --states "$T/stl" >/dev/null
+cp "$T/vms/live/live.vbox" "$T/live-after.vbox"
+cp "$T/live-before.vbox" "$T/vms/live/live.vbox"
+lsnap=$(cat "$T/live-before.vbox.snap")
+lmach=$(sed -n 's/.*Machine uuid="{\([^}]*\)}".*/\1/p' "$T/live-before.vbox")
+: >"$FAKE_VBOX_LOG"
+PATH=$T/bin:$PATH FAKE_VBOX_STATE=running expect_exit 0 "--live --dry-run" "$VMB" backup "$R" "vbox:$T/vms/live" --live --dry-run
+grep -q "would run: VBoxManage snapshot $lmach take vmb-backup-[0-9]* --live" "$T/err" &&
+	grep -q "would run: VBoxManage snapshot $lmach delete" "$T/err" && ok "--dry-run prints the VBoxManage commands" ||
+	bad "dry run: $(cat "$T/err")"
+grep -q "^dry run: .*nothing was stored" "$T/out" && ok "dry run: nothing stored" || bad "dry run out: $(cat "$T/out")"
+grep -q "take\|delete" "$FAKE_VBOX_LOG" && bad "dry run ran a snapshot command: $(cat "$FAKE_VBOX_LOG")" || ok "dry run: only showvminfo ran"
+cmp -s "$T/vms/live/live.vbox" "$T/live-before.vbox" && ok "dry run: settings untouched" || bad "dry run changed the settings"
+PATH=$T/bin:$PATH FAKE_VBOX_STATE=running FAKE_VBOX_AFTER=$T/live-after.vbox FAKE_VBOX_SETTINGS=$T/vms/live/live.vbox \
+	FAKE_VBOX_SNAP=$lsnap expect_exit 0 "--live on a running VM" "$VMB" backup "$R" "vbox:$T/vms/live" --live --json
+grep -q '"consistency":"crash-consistent"' "$T/out" && grep -q "VirtualBox live snapshot {$lsnap}" "$T/out" &&
+	ok "live: crash-consistent, the snapshot named" || bad "live: $(cat "$T/out")"
+grep -q "^snapshot $lmach take vmb-backup-[0-9]* --live\$" "$FAKE_VBOX_LOG" && grep -q "^snapshot $lmach delete $lsnap\$" "$FAKE_VBOX_LOG" &&
+	ok "live: VBoxManage took, then deleted, the snapshot" || bad "live log: $(cat "$FAKE_VBOX_LOG")"
+[ "$(grep -n . "$FAKE_VBOX_LOG" | grep -E 'take|delete' | cut -d: -f1 | tr '\n' ' ')" != "" ] &&
+	[ "$(grep -c take "$FAKE_VBOX_LOG")" = 1 ] && [ "$(grep -c delete "$FAKE_VBOX_LOG")" = 1 ] && ok "live: once each" || bad "live: counts"
+expect_exit 0 "restore the live backup" "$VMB" restore "$R" live@latest --to "$T/rl" --format raw
+cmp -s "$T/rl/live.img" "$T/stl/disk0-s2.raw" && ok "live: the image under the new snapshot was read" || bad "live: wrong state read"
+
 # ---- the classroom: every VM folder in one command ----
 for i in 1 2 3; do
 	mkdir -p "$T/lab/pc$i"

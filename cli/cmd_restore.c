@@ -12,6 +12,7 @@ static const char help[] =
 "                [--disk NAME] [--json]\n"
 "    vmb restore REPO SNAP --to DIR [--format F] --define\n"
 "                [--connect URI] [--name NEW] [--keep-macs] [--keep-uuid]\n"
+"    vmb restore REPO SNAP --to DIR [--flatten [--format F]] [--new-uuid]\n"
 "\n"
 "DESCRIPTION\n"
 "    Writes DIR/<disk>.<ext> for each disk of snapshot SNAP (a full id, a\n"
@@ -33,6 +34,15 @@ static const char help[] =
 "    and CD-ROM drives come back empty.  If the define fails, the\n"
 "    restored disks stay in DIR and the message says so.\n"
 "\n"
+"    A snapshot of a VM folder (vmware:PATH, vbox:PATH) is restored as\n"
+"    that folder into DIR (new or empty): every file under its original\n"
+"    name, the configuration rewritten by the plugin so every path points\n"
+"    inside DIR, the snapshot tree intact.  --flatten gives the current\n"
+"    state only: one image per drive (in --format F if given), no\n"
+"    snapshot tree; --new-uuid gives the copy new identities (VM, disks,\n"
+"    MAC addresses), changed consistently in the configuration and in\n"
+"    the disk headers.  See docs/vm-folders.md.\n"
+"\n"
 "OPTIONS\n"
 "    --to DIR        destination folder (created if missing)\n"
 "    --format FMT    raw, qcow2, vmdk or vdi; vmdk:SUBFORMAT picks the\n"
@@ -51,6 +61,8 @@ static const char help[] =
 "    --name NEW      name of the defined VM\n"
 "    --keep-macs     keep the network cards' MAC addresses\n"
 "    --keep-uuid     keep the VM's UUID (only where the original is gone)\n"
+"    --flatten       VM folders: the current state only, one image per drive\n"
+"    --new-uuid      VM folders: new VM, disk and MAC identities\n"
 "    --json          print {snapshot (the id SNAP resolved to),\n"
 "                    snapshot_ref (SNAP as given), disks, bytes_total,\n"
 "                    bytes_written, seconds} (and defined: the new VM's\n"
@@ -70,11 +82,14 @@ int cmd_restore(int argc, char **argv)
 		{ "name", required_argument, NULL, 'n' },
 		{ "keep-macs", no_argument, NULL, 'M' },
 		{ "keep-uuid", no_argument, NULL, 'U' },
+		{ "flatten", no_argument, NULL, 'F' },
+		{ "new-uuid", no_argument, NULL, 'N' },
 		CLI_COMMON_OPTIONS, { 0 }
 	};
 	vmb_restore_options o = VMB_RESTORE_OPTIONS_INIT;
 	vmb_restore_result res;
 	vmb_hv_define_opts dopt = VMB_HV_DEFINE_OPTS_INIT;
+	vmb_vmfolder_restore_opts fo = VMB_VMFOLDER_RESTORE_OPTS_INIT;
 	const char *dir = NULL, *uri = NULL;
 	char *defined = NULL;
 	int define = 0;
@@ -114,6 +129,8 @@ int cmd_restore(int argc, char **argv)
 		case 'n': dopt.name = optarg; break;
 		case 'M': dopt.flags |= VMB_HV_DEFINE_KEEP_MACS; break;
 		case 'U': dopt.flags |= VMB_HV_DEFINE_KEEP_UUID; break;
+		case 'F': fo.flags |= VMB_VMFOLDER_FLATTEN; break;
+		case 'N': fo.flags |= VMB_VMFOLDER_NEW_UUID; break;
 		default:
 			return cli_bad_option("restore", argv);
 		}
@@ -156,9 +173,31 @@ int cmd_restore(int argc, char **argv)
 		/* resolve once, so the id printed is the one restored */
 		vmb_snapshot *s = NULL;
 		rc = vmb_repo_snapshot_find(r, argv[optind + 1], &s);
-		if (!rc) {
+		if (!rc)
 			snprintf(resolved, sizeof resolved, "%s",
 				 vmb_snapshot_id(s));
+		if (!rc && vmb_vmfolder_is(s, NULL)) {
+			if (o.disk)
+				rc = vmb_error_set(VMB_EINVAL, "snapshot %s is "
+						   "a VM folder: it is restored "
+						   "whole (drop --disk)",
+						   resolved);
+			else if (o.format && !(fo.flags & VMB_VMFOLDER_FLATTEN))
+				rc = vmb_error_set(VMB_EINVAL, "snapshot %s is "
+						   "a VM folder: --format goes "
+						   "with --flatten", resolved);
+			fo.format = o.format;
+			fo.progress = o.progress;
+			fo.no_sync = o.no_sync;
+			if (!rc)
+				rc = vmb_hv_folder_restore(r, resolved, dir,
+							   &fo, &res);
+		} else if (!rc && fo.flags) {
+			rc = vmb_error_set(VMB_EINVAL, "--flatten and "
+					   "--new-uuid go with snapshots of VM "
+					   "folders (vmware:, vbox:); %s is "
+					   "not one", resolved);
+		} else if (!rc) {
 			rc = vmb_repo_restore(r, resolved, dir, &o, &res);
 		}
 		vmb_snapshot_free(s);

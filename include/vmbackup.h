@@ -9,4 +9,5 @@
 #include "vmbackup/keys.h"
 #include "vmbackup/archive.h"
 #include "vmbackup/hv.h"
+#include "vmbackup/vmfolder.h"
 #endif

@@ -42,6 +42,8 @@ typedef int (*vmb_extent_fn)(const vmb_extent *e, void *payload);
 
 /** Flags for vmb_disk_open(). */
 #define VMB_DISK_OPEN_NO_BACKING 0x1u /**< open only the named file */
+#define VMB_DISK_OPEN_RAW        0x2u /**< the file's bytes as a raw disk,
+					    never probed (VM folder files) */
 
 /**
  * Open a disk image of any supported format.  The format is probed from

@@ -14,6 +14,7 @@
 
 #include "common.h"
 #include "repo.h"
+#include "vmfolder.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -253,6 +254,16 @@ VMB_EXTERN(int) vmb_hv_restore_define(vmb_repo *r, const char *snap,
 				      vmb_hv *h,
 				      const vmb_hv_define_opts *dopts,
 				      vmb_restore_result *res, char **name);
+
+/**
+ * Restore the VM folder of snapshot @p snap (vmb_vmfolder_is()) into
+ * @p dir with vmb_vmfolder_restore(), and let the plugin that made it
+ * (opened here by name) rewrite the configuration (folder_fixup()).
+ */
+VMB_EXTERN(int) vmb_hv_folder_restore(vmb_repo *r, const char *snap,
+				      const char *dir,
+				      const vmb_vmfolder_restore_opts *o,
+				      vmb_restore_result *res);
 
 #ifdef __cplusplus
 }

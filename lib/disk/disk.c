@@ -351,6 +351,8 @@ static int open_chain(const char *path, const char *const *explicit,
 						  cur, hint);
 				goto fail;
 			}
+		} else if (flags & VMB_DISK_OPEN_RAW) {
+			fmt = &vmb_disk__raw_format;
 		} else if ((r = probe_file(cur, &fmt)) != 0) {
 			goto fail;
 		}

@@ -128,6 +128,7 @@ static int check_plugin(const vmb_hv_plugin *p, const char *where,
 	FEAT(VMB_HV_F_SNAPSHOT, snapshot_revert)
 	FEAT(VMB_HV_F_SNAPSHOT, snapshot_delete)
 	FEAT(VMB_HV_F_DEFINE, define)
+	FEAT(VMB_HV_F_FOLDER, folder_fixup)
 #undef FEAT
 	/* callbacks of features not announced are never called */
 	if (!(copy->features & VMB_HV_F_LIST))
@@ -140,6 +141,8 @@ static int check_plugin(const vmb_hv_plugin *p, const char *where,
 	}
 	if (!(copy->features & VMB_HV_F_DEFINE))
 		copy->define = NULL;
+	if (!(copy->features & VMB_HV_F_FOLDER))
+		copy->folder_fixup = NULL;
 	return 0;
 }
 
@@ -892,5 +895,49 @@ out:
 	free(paths);
 	free(dd);
 	vmb_snapshot_free(s);
+	return rc;
+}
+
+struct folder_fixup {
+	vmb_hv *h;
+};
+
+static int folder_fixup_cb(vmb_vmfolder_view *v, void *payload)
+{
+	struct folder_fixup *f = payload;
+	int rc = f->h->pl->copy.folder_fixup(f->h->handle, v);
+	return rc ? plugin_err(f->h, rc) : 0;
+}
+
+VMB_EXTERN(int) vmb_hv_folder_restore(vmb_repo *r, const char *snap,
+				      const char *dir,
+				      const vmb_vmfolder_restore_opts *o,
+				      vmb_restore_result *res)
+{
+	vmb_snapshot *s = NULL;
+	char plugin[32], id[33];
+	struct folder_fixup f = { NULL };
+	int rc = vmb_repo_snapshot_find(r, snap, &s);
+	if (rc)
+		return rc;
+	if (!vmb_vmfolder_is(s, plugin)) {
+		rc = vmb_error_set(VMB_EINVAL, "snapshot %s holds no VM "
+				   "folder", vmb_snapshot_id(s));
+		vmb_snapshot_free(s);
+		return rc;
+	}
+	snprintf(id, sizeof id, "%s", vmb_snapshot_id(s));
+	vmb_snapshot_free(s);
+	rc = vmb_hv_open(plugin, NULL, &f.h);
+	if (rc)
+		return rc;
+	if (!f.h->pl->copy.folder_fixup) {
+		rc = vmb_error_set(VMB_ENOTSUP, "the %s plugin cannot restore "
+				   "VM folders", plugin);
+		vmb_hv_close(f.h);
+		return rc;
+	}
+	rc = vmb_vmfolder_restore(r, id, dir, o, folder_fixup_cb, &f, res);
+	vmb_hv_close(f.h);
 	return rc;
 }

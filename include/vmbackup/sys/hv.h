@@ -33,6 +33,7 @@
 
 #include "../hv.h"
 #include "disk_format.h"
+#include "../vmfolder.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -105,6 +106,8 @@ typedef struct vmb_hv_backup_job {
 #define VMB_HV_F_LIVE      0x08u /**< backs up running VMs */
 #define VMB_HV_F_CBT       0x10u /**< its disks report changed extents */
 #define VMB_HV_F_QUIESCE   0x20u /**< can quiesce a running guest */
+#define VMB_HV_F_FOLDER    0x40u /**< backs up VM folders (vmfolder.h):
+				     folder_fixup() */
 
 typedef struct vmb_hv_plugin {
 	uint32_t struct_size;    /**< sizeof(vmb_hv_plugin) as compiled */
@@ -174,6 +177,17 @@ typedef struct vmb_hv_plugin {
 	 */
 	int (*define)(void *handle, const vmb_hv_define_request *req,
 		      char **name);
+
+	/**
+	 * VMB_HV_F_FOLDER: a VM folder this plugin backed up
+	 * (vmb_vmfolder_job()) was restored; rewrite its configuration and
+	 * disk headers through @p v: every path to the file's new place
+	 * (vmb_vmfolder_view_map()), with VMB_VMFOLDER_FLATTEN the drives
+	 * to their one image and no snapshot tree, with
+	 * VMB_VMFOLDER_NEW_UUID new identities, consistently.  An error
+	 * undoes the whole restore.
+	 */
+	int (*folder_fixup)(void *handle, vmb_vmfolder_view *v);
 } vmb_hv_plugin;
 
 /** The entry point's type and name. */

@@ -30,6 +30,7 @@
 	X(xmlDocGetRootElement)   \
 	X(xmlGetLastError)        \
 	X(xmlSetProp)             \
+	X(xmlUnsetProp)           \
 	X(xmlUnlinkNode)          \
 	X(xmlFreeNode)            \
 	X(xmlDocDump)
@@ -76,6 +77,7 @@ char *vmb_xml_attr(const xmlNode *n, const char *local);
 #define xmlDocGetRootElement (*vmb_xml_fn.p_xmlDocGetRootElement)
 #define xmlGetLastError (*vmb_xml_fn.p_xmlGetLastError)
 #define xmlSetProp (*vmb_xml_fn.p_xmlSetProp)
+#define xmlUnsetProp (*vmb_xml_fn.p_xmlUnsetProp)
 #define xmlUnlinkNode (*vmb_xml_fn.p_xmlUnlinkNode)
 #define xmlFreeNode (*vmb_xml_fn.p_xmlFreeNode)
 #define xmlDocDump (*vmb_xml_fn.p_xmlDocDump)

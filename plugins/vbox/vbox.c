@@ -42,11 +42,13 @@ struct vbox_vm {
 };
 
 struct vbox_job {
-	vmb_hv_backup_job b;
-	struct vbox_vm *v;
-	vmb_hv_backup_disk *disks;
-	size_t ndisks;
-	char live_snap[37];   /* a snapshot we took, to delete */
+	vmb_hv_backup_job b;     /* a copy of the folder job's */
+	vmb_hv_backup_job *fj;   /* the VM-folder layer's job */
+	struct vbox_vm *v;       /* the VM as backed up */
+	struct vbox_vm *after;   /* --live: as it is after the snapshot */
+	char live_snap[37];      /* a snapshot we took, to delete */
+	char scratch[PATH_MAX];  /* --live: folder of the settings copy */
+	char copy[PATH_MAX];     /* the settings as they were before it */
 	char note[600];
 };
 
@@ -358,48 +360,43 @@ static void job_free(struct vbox_job *j)
 {
 	if (!j)
 		return;
-	for (size_t i = 0; i < j->ndisks; i++)
-		vmb_disk_close(j->disks[i].disk);
-	free(j->disks);
+	vmb_vmfolder_job_free(j->fj);
+	if (j->copy[0])
+		unlink(j->copy);
+	if (j->scratch[0])
+		rmdir(j->scratch);
 	vm_free(j->v);
+	vm_free(j->after);
 	free(j);
 }
 
-static int open_disks(struct vbox_job *j)
+/* --live: the settings as they were before the snapshot, which is what
+ * the images now read-only belong to, kept in a scratch copy. */
+static int keep_settings(struct vbox_job *j, const vmb_hv_backup_options *o)
 {
-	struct vbox_vm *v = j->v;
-	const struct vbox_state *st = &v->m.current;
-	if (j->live_snap[0])
-		for (size_t i = 0; i < v->m.nsnaps; i++)
-			if (!strcmp(v->m.snaps[i].uuid, j->live_snap))
-				st = &v->m.snaps[i];
-	if (fill_disks(v, st))
-		return VMB_ENOMEM;
-	j->disks = calloc(v->ndisks + 1, sizeof *j->disks);
-	if (!j->disks)
-		return VMB_ENOMEM;
-	for (size_t i = 0, k = 0; i < st->natt; i++) {
-		const struct vbox_attach *a = &st->att[i];
-		int chain[VBOX_MAX_CHAIN];
-		const char *paths[VBOX_MAX_CHAIN];
-		size_t n;
-		int rc;
-		if (a->kind != VBOX_HDD || a->medium < 0)
-			continue;
-		n = vbox_chain(&v->m, a->medium, chain);
-		for (size_t c = 0; c < n; c++)
-			paths[c] = v->m.media[chain[c]].path;
-		rc = vmb_disk_open_layers(paths, n, &j->disks[k].disk);
-		if (rc)
-			return rc;
-		j->disks[k].name = v->names[k];
-		j->disks[k].path = paths[0];
-		k++;
-		j->ndisks = k;
+	const char *tmp = o->scratch_dir ? o->scratch_dir : getenv("TMPDIR");
+	int fd;
+	snprintf(j->scratch, sizeof j->scratch, "%s/vmb-vbox.XXXXXX",
+		 tmp && *tmp ? tmp : "/tmp");
+	if (!mkdtemp(j->scratch)) {
+		j->scratch[0] = 0;
+		return vmb_error_set(VMB_EIO, "cannot make a scratch folder: "
+				     "%s", strerror(errno));
 	}
-	if (!j->ndisks)
-		return vmb_error_set(VMB_ENOTFOUND, "VM '%s' has no hard disk "
-				     "attached", v->m.name);
+	if ((size_t)snprintf(j->copy, sizeof j->copy, "%s/%s", j->scratch,
+			     strrchr(j->v->m.settings, '/') + 1) >=
+	    sizeof j->copy) {
+		j->copy[0] = 0;
+		return vmb_error_set(VMB_EINVAL, "scratch path too long");
+	}
+	fd = open(j->copy, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 || write(fd, j->v->text, j->v->len) != (ssize_t)j->v->len) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		return vmb_error_set(VMB_EIO, "%s: %s", j->copy, strerror(e));
+	}
+	close(fd);
 	return 0;
 }
 
@@ -440,19 +437,14 @@ static int vbox_backup_begin(void *handle, const char *vm,
 			if (rc)
 				goto fail;
 			/* the images under the new snapshot are read-only
-			 * now: read the settings again to find them */
-			{
-				struct vbox_vm *nv;
-				char snap[37];
-				memcpy(snap, j->live_snap, 37);
-				if ((rc = load_vm(vm, &nv)))
-					goto fail;
-				vm_free(j->v);
-				j->v = v = nv;
-				if (!snap[0])
-					memcpy(j->live_snap,
-					       v->m.current_snapshot, 37);
-			}
+			 * now; they are what the settings named before it */
+			if ((rc = load_vm(vm, &j->after)))
+				goto fail;
+			if (!j->live_snap[0])
+				memcpy(j->live_snap,
+				       j->after->m.current_snapshot, 37);
+			if ((rc = keep_settings(j, o)))
+				goto fail;
 			j->b.consistency = "crash-consistent";
 			snprintf(j->note, sizeof j->note, "VirtualBox live "
 				 "snapshot {%s}, deleted after the backup",
@@ -480,15 +472,12 @@ static int vbox_backup_begin(void *handle, const char *vm,
 		/* nothing to snapshot: a VM that is off is read as it is */
 		snprintf(j->note, sizeof j->note, "--live: the VM is off");
 	}
-	if ((rc = open_disks(j)))
+	rc = vbox_folder_job(&v->m, j->copy[0] ? j->copy : NULL,
+			     &v->m.current, j->b.consistency,
+			     j->note[0] ? j->note : NULL, &j->fj);
+	if (rc)
 		goto fail;
-	j->b.struct_size = sizeof j->b;
-	j->b.vm = v->m.name;
-	j->b.ndisks = j->ndisks;
-	j->b.disks = j->disks;
-	j->b.config_format = "vbox-xml";
-	j->b.config = v->text;
-	j->b.consistency_note = j->note[0] ? j->note : NULL;
+	j->b = *j->fj;
 	*out = &j->b;
 	return 0;
 fail:
@@ -512,10 +501,9 @@ static int vbox_backup_end(void *handle, vmb_hv_backup_job *b, int committed)
 	(void)committed;
 	if (!j)
 		return 0;
-	for (size_t i = 0; i < j->ndisks; i++) {
-		vmb_disk_close(j->disks[i].disk);
-		j->disks[i].disk = NULL;
-	}
+	/* the images are closed before VirtualBox merges them */
+	vmb_vmfolder_job_free(j->fj);
+	j->fj = NULL;
 	if (j->live_snap[0]) {
 		vmb_log(VMB_LOG_INFO, "running: VBoxManage snapshot %s delete "
 			"%s", j->v->m.uuid, j->live_snap);
@@ -532,13 +520,14 @@ static const vmb_hv_plugin vbox_plugin = {
 	.name = "vbox",
 	.version = "1",
 	.description = "VirtualBox VM folders (.vbox settings, VDI chains)",
-	.features = VMB_HV_F_LIVE,
+	.features = VMB_HV_F_LIVE | VMB_HV_F_FOLDER,
 	.open = vbox_open,
 	.close = vbox_close,
 	.describe = vbox_describe,
 	.vm_info_free = vbox_info_free,
 	.backup_begin = vbox_backup_begin,
 	.backup_end = vbox_backup_end,
+	.folder_fixup = vbox_folder_fixup,
 };
 
 VMB_HV_REGISTER_PLUGIN(vbox, vbox_plugin)

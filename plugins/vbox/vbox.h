@@ -91,4 +91,14 @@ size_t vbox_chain(const struct vbox_machine *m, int i, int *out);
  * StorageController type. */
 const char *vbox_bus(const char *ctl_type);
 
+/* The folder through the VM-folder layer (folder.c): the job of a backup
+ * of state @p st (@p config_copy: the settings file to store instead of
+ * the machine's own, or NULL), and the restore's rewrite. */
+struct vmb_hv_backup_job;
+struct vmb_vmfolder_view;
+int vbox_folder_job(const struct vbox_machine *m, const char *config_copy,
+		    const struct vbox_state *st, const char *consistency,
+		    const char *note, struct vmb_hv_backup_job **out);
+int vbox_folder_fixup(void *handle, struct vmb_vmfolder_view *v);
+
 #endif

@@ -52,9 +52,65 @@ cp "$T/out" "$T/b1.json"
 grep -q '"vm":"lab1"' "$T/b1.json" && ok "VM named from its settings" || bad "vm name: $(cat "$T/b1.json")"
 grep -q '"consistency":"unchecked"' "$T/b1.json" && ok "no VBoxManage: state unchecked, said so" ||
 	bad "consistency: $(cat "$T/b1.json")"
-expect_exit 0 "restore" "$VMB" restore "$R" latest --to "$T/r1" --format raw
-cmp -s "$T/r1/lab1.img" "$T/st/disk0-current.raw" && ok "SATA disk (3-layer chain) restored equal" || bad "disk0 differs"
-cmp -s "$T/r1/lab1-ide.img" "$T/st/disk1-current.raw" && ok "IDE disk (qemu-img base + 2 diffs) restored equal" || bad "disk1 differs"
+CHECK="python3 $SRCDIR/tests/lib/vbox_check.py"
+expect_exit 0 "restore the folder" "$VMB" restore "$R" latest --to "$T/r1"
+n=$($CHECK inside "$T/r1/lab1.vbox") && ok "restored settings name only files inside the folder ($n paths, the absolute one too)" ||
+	bad "restored settings leave the folder: $n"
+for f in lab1.vdi lab1-ide.vdi lab1.nvram Snapshots; do
+	[ -e "$T/r1/$f" ] || bad "restore: $f missing"
+done
+[ -e "$T/r1/Logs" ] && bad "Logs/ was stored" || ok "Logs/ not stored"
+(cd "$VM" && find . -name '*.vdi' -o -name '*.sav' -o -name '*.nvram' | sort) >"$T/orig.list"
+(cd "$T/r1" && find . -name '*.vdi' -o -name '*.sav' -o -name '*.nvram' | sort) >"$T/rest.list"
+cmp -s "$T/orig.list" "$T/rest.list" && ok "every image, saved state and NVRAM file back under its name" ||
+	bad "files: $(diff "$T/orig.list" "$T/rest.list")"
+mkdir -p "$T/pts"
+n=$($CHECK states "$T/r1/lab1.vbox" "$T/pts") && [ "$n" = 6 ] && ok "3 states x 2 disks resolve, VDI headers agree with the registry" ||
+	bad "states: $n"
+for k in 0 1; do
+	ctl=SATA; [ $k = 1 ] && ctl=IDE
+	for p in step1:s1 step2:s2 current:current; do
+		cmp -s "$T/pts/${p%%:*}-$ctl.raw" "$T/st/disk$k-${p#*:}.raw" &&
+			ok "disk $ctl at ${p%%:*} equals the original" || bad "disk $ctl at ${p%%:*} differs"
+	done
+done
+"$VMB" init "$T/repo2" >/dev/null
+expect_exit 0 "the restored folder backs up (headers and registry agree)" "$VMB" backup "$T/repo2" "vbox:$T/r1"
+
+# --flatten: the current state, one image per drive, no snapshot tree
+expect_exit 0 "restore --flatten" "$VMB" restore "$R" latest --to "$T/rf" --flatten
+grep -q "<Snapshot \|currentSnapshot" "$T/rf/lab1.vbox" && bad "flatten: snapshot tree left" || ok "flatten: no snapshot tree"
+[ -z "$(ls "$T/rf/Snapshots" 2>/dev/null)" ] && ok "flatten: no differencing images or snapshot states" || bad "flatten: $(ls "$T/rf/Snapshots")"
+[ "$(grep -c '<HardDisk ' "$T/rf/lab1.vbox")" = 2 ] && ok "flatten: one medium per drive" || bad "flatten: media $(grep -c '<HardDisk ' "$T/rf/lab1.vbox")"
+mkdir -p "$T/ptf"
+$CHECK inside "$T/rf/lab1.vbox" >/dev/null && [ "$($CHECK states "$T/rf/lab1.vbox" "$T/ptf")" = 2 ] &&
+	ok "flatten: settings and VDI headers agree" || bad "flatten: inconsistent"
+for k in 0 1; do
+	ctl=SATA; img=lab1.vdi; [ $k = 1 ] && ctl=IDE img=lab1-ide.vdi
+	qemu-img compare -q -f vdi -F raw "$T/rf/$img" "$T/st/disk$k-current.raw" &&
+		ok "flatten: qemu-img compare $img = current state" || bad "flatten: $img differs (qemu-img)"
+done
+
+# --new-uuid: new machine, media and MACs, consistent in XML and headers
+expect_exit 0 "restore --new-uuid" "$VMB" restore "$R" latest --to "$T/rn" --new-uuid
+$CHECK uuids "$VM/lab1.vbox" | sort >"$T/u.old"
+$CHECK uuids "$T/rn/lab1.vbox" | sort >"$T/u.new"
+[ "$(wc -l <"$T/u.new")" = "$(wc -l <"$T/u.old")" ] && [ -z "$(comm -12 "$T/u.old" "$T/u.new")" ] &&
+	ok "new-uuid: machine, every disk and MAC changed" || bad "new-uuid: shared $(comm -12 "$T/u.old" "$T/u.new")"
+[ "$(grep -c MACAddress "$T/rn/lab1.vbox")" = 3 ] && [ "$(grep -o 'MACAddress="[^"]*"' "$T/rn/lab1.vbox" | sort -u | wc -l)" = 1 ] &&
+	ok "new-uuid: one NIC keeps one (new) MAC in every state" || bad "new-uuid MACs: $(grep -o 'MACAddress="[^"]*"' "$T/rn/lab1.vbox")"
+mkdir -p "$T/ptn"
+[ "$($CHECK states "$T/rn/lab1.vbox" "$T/ptn")" = 6 ] && ok "new-uuid: every header's uuid and parent link agree with the registry" ||
+	bad "new-uuid: headers"
+cmp -s "$T/ptn/step1-SATA.raw" "$T/st/disk0-s1.raw" && cmp -s "$T/ptn/current-IDE.raw" "$T/st/disk1-current.raw" &&
+	ok "new-uuid: data unchanged" || bad "new-uuid: data"
+expect_exit 0 "restore --new-uuid --flatten" "$VMB" restore "$R" latest --to "$T/rnf" --new-uuid --flatten
+mkdir -p "$T/ptnf"
+[ "$($CHECK states "$T/rnf/lab1.vbox" "$T/ptnf")" = 2 ] && ! grep -qi "$(head -1 "$T/u.old")" "$T/rnf/lab1.vbox" &&
+	ok "new-uuid + flatten: consistent" || bad "new-uuid + flatten"
+expect_exit 1 "restore into a folder that is not empty" "$VMB" restore "$R" latest --to "$T/rn"
+one_line "restore into a non-empty folder"
+
 expect_exit 0 "backup the bare folder again" "$VMB" backup "$R" "$VM" --json
 grep -q '"cbt":"overlay"' "$T/out" && grep -q '"bytes_read":0' "$T/out" &&
 	ok "second backup: nothing read (the chain is the change tracking)" || bad "second backup: $(cat "$T/out")"
@@ -172,8 +228,12 @@ grep -q "^snapshot $lmach take vmb-backup-[0-9]* --live\$" "$FAKE_VBOX_LOG" && g
 	ok "live: VBoxManage took, then deleted, the snapshot" || bad "live log: $(cat "$FAKE_VBOX_LOG")"
 [ "$(grep -n . "$FAKE_VBOX_LOG" | grep -E 'take|delete' | cut -d: -f1 | tr '\n' ' ')" != "" ] &&
 	[ "$(grep -c take "$FAKE_VBOX_LOG")" = 1 ] && [ "$(grep -c delete "$FAKE_VBOX_LOG")" = 1 ] && ok "live: once each" || bad "live: counts"
-expect_exit 0 "restore the live backup" "$VMB" restore "$R" live@latest --to "$T/rl" --format raw
-cmp -s "$T/rl/live.img" "$T/stl/disk0-s2.raw" && ok "live: the image under the new snapshot was read" || bad "live: wrong state read"
+expect_exit 0 "restore the live backup" "$VMB" restore "$R" live@latest --to "$T/rl"
+mkdir -p "$T/ptl"
+$CHECK states "$T/rl/live.vbox" "$T/ptl" >/dev/null && cmp -s "$T/ptl/current-SATA.raw" "$T/stl/disk0-s2.raw" &&
+	ok "live: the images under the new snapshot were stored, with the settings from before it" || bad "live: wrong state read"
+grep -q "vmb-backup-" "$T/rl/live.vbox" && bad "live: the temporary snapshot is in the stored settings" ||
+	ok "live: the temporary snapshot is not in the stored settings"
 
 # ---- the classroom: every VM folder in one command ----
 for i in 1 2 3; do

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "common/killpoint.h"
 #include "common/util.h"
 #include "qcow2.h"
 
@@ -45,6 +46,7 @@ void vmb_disk__crash_point(const char *step)
 	const char *at = getenv("VMB_TEST_CRASH_AT");
 	if (at && step && strcmp(at, step) == 0)
 		_exit(99);
+	vmb__kill_point("step", step, -1);
 }
 
 /* ---- locks ---- */

@@ -11,6 +11,7 @@
 #include "common/json.h"
 #include "common/pool.h"
 #include "vmbackup/sys/target.h"
+#include "common/killpoint.h"
 #include "common/util.h"
 #include "lease.h"
 #include "repo_internal.h"
@@ -586,9 +587,11 @@ void vmb_repo__cache_save(vmb_repo *r)
 		if (r->known.used[i])
 			fwrite(r->known.slots[i], 1, 32, f);
 	pthread_mutex_unlock(&r->known_lock);
-	if (fclose(f) == 0)
+	if (fclose(f) == 0) {
+		vmb__kill_point("cache", "known-chunks", 1);
 		rename(tmp, p);
-	else
+		vmb__kill_point("cache", "known-chunks", 0);
+	} else
 		unlink(tmp);
 	free(tmp);
 	free(p);

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <sodium.h>
+#include "common/killpoint.h"
 #include "common/util.h"
 #include "target.h"
 
@@ -152,13 +153,18 @@ static int local_put(vmb_target *t, const char *name, const void *data,
 		r = fail(l, "create", name, errno);
 		goto out;
 	}
+	vmb__kill_point("write", name, 1);
 	e = write_object(fd, data, length);
+	vmb__kill_point("write", name, 0);
 	if (e) {
 		r = fail(l, "write", name, e);
 		goto out;
 	}
-	if (fsync(fd) != 0) {
-		r = fail(l, "sync", name, errno);
+	vmb__kill_point("fsync", name, 1);
+	e = fsync(fd) != 0 ? errno : 0;
+	vmb__kill_point("fsync", name, 0);
+	if (e) {
+		r = fail(l, "sync", name, e);
 		goto out;
 	}
 	if (close(fd) != 0) {
@@ -167,8 +173,11 @@ static int local_put(vmb_target *t, const char *name, const void *data,
 		goto out;
 	}
 	fd = -1;
-	if (rename(tmp, path) != 0) {
-		r = fail(l, "rename", name, errno);
+	vmb__kill_point("rename", name, 1);
+	e = rename(tmp, path) != 0 ? errno : 0;
+	vmb__kill_point("rename", name, 0);
+	if (e) {
+		r = fail(l, "rename", name, e);
 		goto out;
 	}
 	if (fsync_dir(path) != 0) {

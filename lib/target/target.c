@@ -1,6 +1,7 @@
 /* Target dispatch: URL scheme -> backend, and argument checks. */
 #include <stdlib.h>
 #include <string.h>
+#include "common/killpoint.h"
 #include "common/util.h"
 #include "target.h"
 
@@ -84,8 +85,12 @@ VMB_EXTERN(const char *) vmb_target_url(const vmb_target *t)
 VMB_EXTERN(int) vmb_target_put(vmb_target *t, const char *name,
 			       const void *data, size_t length)
 {
+	int r;
 	CHECK_NAME(t, name);
-	return t->ops->put(t, name, data, length);
+	vmb__kill_point("put", name, 1);
+	r = t->ops->put(t, name, data, length);
+	vmb__kill_point("put", name, 0);
+	return r;
 }
 
 VMB_EXTERN(int) vmb_target_get(vmb_target *t, const char *name, void **data,
@@ -118,8 +123,12 @@ VMB_EXTERN(int) vmb_target_list(vmb_target *t, const char *prefix,
 
 VMB_EXTERN(int) vmb_target_delete(vmb_target *t, const char *name)
 {
+	int r;
 	CHECK_NAME(t, name);
-	return t->ops->del(t, name);
+	vmb__kill_point("delete", name, 1);
+	r = t->ops->del(t, name);
+	vmb__kill_point("delete", name, 0);
+	return r;
 }
 
 VMB_EXTERN(int) vmb_target_touch(vmb_target *t, const char *name)
@@ -128,5 +137,8 @@ VMB_EXTERN(int) vmb_target_touch(vmb_target *t, const char *name)
 	if (!t->ops->touch)
 		return vmb_error_set(VMB_ENOTSUP, "%s: touch not supported",
 				     t->url);
-	return t->ops->touch(t, name);
+	vmb__kill_point("touch", name, 1);
+	int r = t->ops->touch(t, name);
+	vmb__kill_point("touch", name, 0);
+	return r;
 }

@@ -25,6 +25,8 @@ static const struct {
 	{ "prune", cmd_prune, "remove snapshots by retention rules" },
 	{ "gc", cmd_gc, "free the space of unreferenced chunks" },
 	{ "protect", cmd_protect, "protect a snapshot from prune (or undo)" },
+	{ "serve", cmd_serve, "serve a snapshot's disks over NBD" },
+	{ "commit", cmd_commit, "make a snapshot of a served disk's overlay" },
 	{ "export", cmd_export, "write a snapshot to a self-contained tar" },
 	{ "import", cmd_import, "import an exported tar or an OVA" },
 	{ "key", cmd_key, "change, add or export repository keys" },

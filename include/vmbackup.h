@@ -10,4 +10,5 @@
 #include "vmbackup/archive.h"
 #include "vmbackup/hv.h"
 #include "vmbackup/vmfolder.h"
+#include "vmbackup/serve.h"
 #endif

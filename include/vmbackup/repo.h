@@ -221,6 +221,9 @@ VMB_EXTERN(const char *) vmb_snapshot_disk_name(const vmb_snapshot *s,
 VMB_EXTERN(const char *) vmb_snapshot_disk_format(const vmb_snapshot *s,
 						   size_t i);
 VMB_EXTERN(uint64_t) vmb_snapshot_disk_size(const vmb_snapshot *s, size_t i);
+/** @return the chunk size of disk @p i (0 if there is no such disk). */
+VMB_EXTERN(uint32_t) vmb_snapshot_disk_chunk_size(const vmb_snapshot *s,
+						  size_t i);
 /** @return the snapshot's manifest as JSON (belongs to the snapshot). */
 VMB_EXTERN(const char *) vmb_snapshot_json(const vmb_snapshot *s);
 /** @return what change tracking recorded for disk @p i for the next

@@ -527,6 +527,11 @@ VMB_EXTERN(uint64_t) vmb_snapshot_disk_size(const vmb_snapshot *s, size_t i)
 {
 	return i < s->ndisks ? s->disks[i].size : 0;
 }
+VMB_EXTERN(uint32_t) vmb_snapshot_disk_chunk_size(const vmb_snapshot *s,
+						  size_t i)
+{
+	return i < s->ndisks ? s->disks[i].chunk_size : 0;
+}
 VMB_EXTERN(const char *) vmb_snapshot_json(const vmb_snapshot *s) { return s->json; }
 VMB_EXTERN(const char *) vmb_snapshot_disk_cbt_state(const vmb_snapshot *s,
 						      size_t i)

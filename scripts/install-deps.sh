@@ -10,7 +10,7 @@ build_pkgs=(cmake make gcc pkg-config python3 libzstd-dev libsodium-dev
 test_pkgs=(clang libclang-rt-14-dev nfs-ganesha nfs-ganesha-vfs rpcbind
 	libnfs-utils zstd curl python3
 	qemu-system-x86 nasm libvirt-daemon libvirt-daemon-driver-qemu
-	libvirt-clients libnbd-bin libvmdk-utils python3-libvmdk python3-vmdkstream)
+	libvirt-clients libnbd-bin python3-libnbd libvmdk-utils python3-libvmdk python3-vmdkstream)
 # libarchive-dev: headers only; libvmbackup dlopen()s libarchive.so.13
 # (package libarchive13, pulled in by libarchive-dev) on the first export
 # or import, and needs it at run time for those two commands only.

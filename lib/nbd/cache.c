@@ -5,7 +5,7 @@
  * fetch and decryption per chunk, and memory stays bounded whatever the
  * disk's size.  Reads that continue where an earlier one stopped (a few
  * streams are followed at once) start a read-ahead of the next blocks in
- * a background thread.
+ * background threads (several, so that decoding keeps up with a reader).
  *
  * An entry is loading (one thread reads it, others wait), ready or
  * failed.  Readers pin an entry while they copy from it; only unpinned
@@ -21,6 +21,7 @@
 
 #define STREAMS 8     /* sequential readers followed at once */
 #define RA_QUEUE 64   /* queued read-ahead blocks */
+#define RA_THREADS 4  /* blocks fetched and decoded at once ahead */
 
 enum { LOADING, READY, FAILED };
 
@@ -52,7 +53,7 @@ struct vmb_cache {
 	uint64_t ra_q[RA_QUEUE];
 	unsigned ra_head, ra_len;
 	pthread_cond_t ra_cv;
-	pthread_t ra_thread;
+	pthread_t ra_thread[RA_THREADS];
 	int ra_running, stop;
 };
 
@@ -251,7 +252,7 @@ static void read_ahead(struct vmb_cache *c, uint64_t off, uint64_t end)
 		c->ra_q[(c->ra_head + c->ra_len) % RA_QUEUE] = b;
 		c->ra_len++;
 	}
-	pthread_cond_signal(&c->ra_cv);
+	pthread_cond_broadcast(&c->ra_cv);
 }
 
 static uint64_t c_size(void *data)
@@ -301,9 +302,10 @@ static void c_close(void *data)
 	if (c->ra_running) {
 		pthread_mutex_lock(&c->lock);
 		c->stop = 1;
-		pthread_cond_signal(&c->ra_cv);
+		pthread_cond_broadcast(&c->ra_cv);
 		pthread_mutex_unlock(&c->lock);
-		pthread_join(c->ra_thread, NULL);
+		for (int i = 0; i < c->ra_running; i++)
+			pthread_join(c->ra_thread[i], NULL);
 	}
 	while (c->head)
 		remove_entry(c, c->head);
@@ -351,7 +353,10 @@ int vmb_cache_open(vmb_disk *base, uint32_t block, size_t budget,
 		c_close(c);
 		return VMB_ENOMEM;
 	}
-	c->ra_running = pthread_create(&c->ra_thread, NULL, ra_main, c) == 0;
+	while (c->ra_running < RA_THREADS &&
+	       pthread_create(&c->ra_thread[c->ra_running], NULL, ra_main,
+			      c) == 0)
+		c->ra_running++;
 	rc = vmb_disk_new(&cache_ops, c, out);
 	if (rc) {
 		c->base = NULL;

@@ -560,6 +560,8 @@ VMB_EXTERN(const char *) vmb_snapshot_config(const vmb_snapshot *s,
 
 /* ---- random-access disk view ---- */
 
+#define SD_DCTX 8 /* whole-chunk reads decoding at once */
+
 struct snapdisk {
 	vmb_repo *r;
 	vmb_index ix;
@@ -568,7 +570,32 @@ struct snapdisk {
 	uint64_t cached; /* chunk index in buf, or UINT64_MAX */
 	uint8_t *buf;
 	ZSTD_DCtx *dctx;
+	/* whole-chunk reads (a cache above us) decode straight into the
+	 * caller's buffer in parallel, each with a context from here */
+	pthread_mutex_t plock;
+	pthread_cond_t pcv;
+	ZSTD_DCtx *pool[SD_DCTX];
+	int npool, npool_max;
 };
+
+/* A whole chunk @ci into @out, without the shared buffer. */
+static int sd_read_whole(struct snapdisk *sd, uint64_t ci, uint8_t *out)
+{
+	ZSTD_DCtx *d;
+	size_t got;
+	int rc;
+	pthread_mutex_lock(&sd->plock);
+	while (sd->npool == 0)
+		pthread_cond_wait(&sd->pcv, &sd->plock);
+	d = sd->pool[--sd->npool];
+	pthread_mutex_unlock(&sd->plock);
+	rc = vmb_repo__read_entry(sd->r, &sd->ix, ci, d, out, &got);
+	pthread_mutex_lock(&sd->plock);
+	sd->pool[sd->npool++] = d;
+	pthread_cond_signal(&sd->pcv);
+	pthread_mutex_unlock(&sd->plock);
+	return rc;
+}
 
 static uint64_t sd_size(void *data)
 {
@@ -580,6 +607,9 @@ static int sd_read(void *data, void *out, uint64_t off, size_t len)
 	struct snapdisk *sd = data;
 	uint8_t *o = out;
 	int rc = 0;
+	if (sd->npool_max && off % sd->ix.chunk_size == 0 &&
+	    len == vmb_index_chunk_len(&sd->ix, off / sd->ix.chunk_size))
+		return sd_read_whole(sd, off / sd->ix.chunk_size, out);
 	pthread_mutex_lock(&sd->lock);
 	while (len) {
 		uint64_t ci = off / sd->ix.chunk_size;
@@ -642,7 +672,11 @@ static void sd_close(void *data)
 	vmb_index_free(&sd->ix);
 	free(sd->buf);
 	ZSTD_freeDCtx(sd->dctx);
+	for (int i = 0; i < sd->npool; i++)
+		ZSTD_freeDCtx(sd->pool[i]);
 	pthread_mutex_destroy(&sd->lock);
+	pthread_mutex_destroy(&sd->plock);
+	pthread_cond_destroy(&sd->pcv);
 	free(sd);
 }
 
@@ -670,6 +704,12 @@ VMB_EXTERN(int) vmb_snapshot_disk_open(vmb_repo *r, const vmb_snapshot *s,
 	if (!sd)
 		return VMB_ENOMEM;
 	pthread_mutex_init(&sd->lock, NULL);
+	pthread_mutex_init(&sd->plock, NULL);
+	pthread_cond_init(&sd->pcv, NULL);
+	for (int i = 0; i < SD_DCTX; i++)
+		if ((sd->pool[sd->npool] = ZSTD_createDCtx()))
+			sd->npool++;
+	sd->npool_max = sd->npool;
 	sd->r = r;
 	sd->cached = UINT64_MAX;
 	rc = vmb_repo__load_index(r, m->index, &sd->ix);

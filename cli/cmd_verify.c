@@ -1,4 +1,5 @@
 /* vmb verify */
+#include <regex.h>
 #include <stdlib.h>
 #include <string.h>
 #include "cli.h"
@@ -10,7 +11,8 @@ static const char help[] =
 "SYNOPSIS\n"
 "    vmb verify REPO [SNAP] [--data] [--sample PERCENT] [--json]\n"
 "    vmb verify REPO [SNAP] --boot [--runner builtin|qemu] [--expect REGEX]\n"
-"               [--timeout SECONDS]\n"
+"               [--timeout SECONDS] [--vcpu kvm|unicorn|tcg] [--memory MIB]\n"
+"               [--disk NAME] [--json]\n"
 "\n"
 "DESCRIPTION\n"
 "    Without --data, checks that every chunk the snapshot (or every\n"
@@ -30,10 +32,101 @@ static const char help[] =
 "    --json             {ok, snapshots, chunks_checked, chunks_damaged,\n"
 "                       bytes_checked, seconds, damage:[{snapshot, vm,\n"
 "                       disk, offset, chunk, problem}]}\n"
-"    --boot             boot the snapshot (not available yet)\n"
+"\n"
+"  Booting (--boot): the snapshot's disk is booted read-only, straight\n"
+"  from the repository (no restore; guest writes are thrown away), and\n"
+"  judged by what its console prints.\n"
+"    --runner builtin   the minimal runner (default): real mode at the\n"
+"                       boot sector, our own firmware, KVM or unicorn\n"
+"    --runner qemu      a whole OS under QEMU, disk served over NBD\n"
+"    --expect REGEX     POSIX extended regex the console (serial port,\n"
+"                       BIOS teletype, VGA text) must show; default: a\n"
+"                       boot sector that runs without a fault and\n"
+"                       prints something\n"
+"    --timeout SECONDS  give up after this long (default 30)\n"
+"    --vcpu NAME        builtin: kvm or unicorn (default: kvm when\n"
+"                       /dev/kvm works); qemu: kvm or tcg.  Also VMB_VCPU\n"
+"    --memory MIB       guest RAM (default 256)\n"
+"    --disk NAME        the disk to boot (default: the first)\n"
+"    --console-limit N  a guest printing more than N bytes is stopped as a\n"
+"                       console flood (default 1 MiB)\n"
+"    --json             {booted, snapshot, disk, runner, vcpu, reason,\n"
+"                       seconds, console, console_bytes, screen}\n"
 "\n"
 "EXIT STATUS\n"
-"    0 all good, 3 damage found, 1 the verification could not run.\n";
+"    0 all good (booted), 3 damage found or did not boot, 1 the\n"
+"    verification could not run.\n";
+
+/* Guest output, made safe for a terminal or a JSON string: printable
+ * ASCII, newlines and tabs as they are, anything else as \xNN. */
+static char *clean_console(const char *s, size_t n)
+{
+	char *o = malloc(n * 4 + 1), *p = o;
+	if (!o)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '\r')
+			continue;
+		if (c == '\n' || c == '\t' || (c >= 0x20 && c < 0x7f))
+			*p++ = (char)c;
+		else
+			p += sprintf(p, "\\x%02x", c);
+	}
+	*p = 0;
+	return o;
+}
+
+static int run_boot(vmb_repo *r, const char *snap, const vmb_boot_options *bo)
+{
+	vmb_boot_result res;
+	char *con, *scr;
+	int rc = vmb_hv_boot(r, snap, bo, &res);
+	if (rc)
+		return cli_fail(rc);
+	con = clean_console(res.console ? res.console : "", res.console_len);
+	scr = res.screen ? clean_console(res.screen, strlen(res.screen)) : NULL;
+	if (g.json) {
+		printf("{\"booted\":%s,\"snapshot\":", res.booted ? "true" :
+		       "false");
+		cli_json_str(stdout, res.snapshot);
+		printf(",\"disk\":");
+		cli_json_str(stdout, res.disk);
+		printf(",\"runner\":");
+		cli_json_str(stdout, res.runner);
+		printf(",\"vcpu\":");
+		cli_json_str(stdout, res.vcpu);
+		printf(",\"reason\":");
+		cli_json_str(stdout, res.reason);
+		printf(",\"seconds\":%.3f,\"console\":", res.seconds);
+		cli_json_str(stdout, con ? con : "");
+		printf(",\"console_bytes\":%llu,\"screen\":",
+		       (unsigned long long)res.console_total);
+		if (scr)
+			cli_json_str(stdout, scr);
+		else
+			printf("null");
+		printf("}\n");
+	} else {
+		printf("%s: snapshot %.16s disk %s (%s runner%s%s) in %.1f s: "
+		       "%s\n", res.booted ? "booted" : "did not boot",
+		       res.snapshot, res.disk, res.runner,
+		       res.vcpu[0] ? ", " : "", res.vcpu, res.seconds,
+		       res.reason);
+		if (!g.quiet && con && *con)
+			printf("--- console (%llu bytes) ---\n%s%s",
+			       (unsigned long long)res.console_total, con,
+			       con[strlen(con) - 1] == '\n' ? "" : "\n");
+		if (!g.quiet && scr && *scr)
+			printf("--- screen ---\n%s%s", scr,
+			       scr[strlen(scr) - 1] == '\n' ? "" : "\n");
+	}
+	free(con);
+	free(scr);
+	rc = res.booted ? EXIT_OK : EXIT_VERIFY;
+	vmb_boot_result_free(&res);
+	return rc;
+}
 
 struct dmg {
 	int n;
@@ -92,9 +185,14 @@ int cmd_verify(int argc, char **argv)
 		{ "runner", required_argument, NULL, 'r' },
 		{ "expect", required_argument, NULL, 'e' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "vcpu", required_argument, NULL, 'c' },
+		{ "memory", required_argument, NULL, 'm' },
+		{ "disk", required_argument, NULL, 'D' },
+		{ "console-limit", required_argument, NULL, 'L' },
 		CLI_COMMON_OPTIONS, { 0 }
 	};
 	vmb_verify_options o = VMB_VERIFY_OPTIONS_INIT;
+	vmb_boot_options bo = VMB_BOOT_OPTIONS_INIT;
 	vmb_verify_result res;
 	struct dmg d = { 0 };
 	vmb_repo *r;
@@ -126,19 +224,79 @@ int cmd_verify(int argc, char **argv)
 			break;
 		}
 		case 'b': boot = 1; break;
-		case 'r': case 'e': case 't': break;
+		case 'r':
+			if (strcmp(optarg, "builtin") && strcmp(optarg, "qemu"))
+				return cli_usage_error("verify", "unknown runner "
+						       "'%s' (builtin or qemu)",
+						       optarg);
+			bo.runner = optarg;
+			break;
+		case 'e': {
+			regex_t re;
+			int e = regcomp(&re, optarg, REG_EXTENDED | REG_NOSUB);
+			if (e) {
+				char msg[128];
+				regerror(e, &re, msg, sizeof msg);
+				return cli_usage_error("verify", "bad --expect "
+						       "regex '%s': %s", optarg,
+						       msg);
+			}
+			regfree(&re);
+			bo.expect = optarg;
+			break;
+		}
+		case 't':
+			bo.timeout = strtod(optarg, &end);
+			if (*end || !(bo.timeout > 0) || bo.timeout > 86400)
+				return cli_usage_error("verify", "bad timeout "
+						       "'%s' (seconds, up to "
+						       "86400)", optarg);
+			break;
+		case 'c': bo.vcpu = optarg; break;
+		case 'm': {
+			long v = strtol(optarg, &end, 10);
+			if (*end || v < 2 || v > 2048)
+				return cli_usage_error("verify", "bad memory "
+						       "size '%s' (MiB, 2 to "
+						       "2048)", optarg);
+			bo.memory_mb = (uint32_t)v;
+			break;
+		}
+		case 'D': bo.disk = optarg; break;
+		case 'L': {
+			long v = strtol(optarg, &end, 10);
+			if (*end || v < 1 || v > (64l << 20))
+				return cli_usage_error("verify", "bad console "
+						       "limit '%s' (bytes, up "
+						       "to 64 MiB)", optarg);
+			bo.console_limit = (size_t)v;
+			break;
+		}
 		default: return cli_bad_option("verify", argv);
 		}
 	}
 	if (optind + 1 != argc && optind + 2 != argc)
 		return cli_usage_error("verify", "expected REPO [SNAP]");
-	if (boot) {
-		vmb_error_set(VMB_ENOTSUP, "boot verification is not available "
-			      "in this build yet");
-		return cli_fail(VMB_ENOTSUP);
-	}
+	if (!boot && (bo.runner || bo.expect || bo.timeout || bo.vcpu ||
+		      bo.memory_mb || bo.disk || bo.console_limit))
+		return cli_usage_error("verify", "--runner, --expect, --timeout, "
+				       "--vcpu, --memory and --disk go with "
+				       "--boot");
 	if (optind + 2 == argc)
 		o.snapshot = argv[optind + 1];
+	if (boot) {
+		if (o.data)
+			return cli_usage_error("verify", "--boot and --data are "
+					       "separate runs");
+		if (!bo.vcpu && getenv("VMB_VCPU") && *getenv("VMB_VCPU"))
+			bo.vcpu = getenv("VMB_VCPU");
+		rc = cli_open_repo(argv[optind], &r);
+		if (rc)
+			return cli_fail(rc);
+		rc = run_boot(r, o.snapshot, &bo);
+		vmb_repo_close(r);
+		return rc;
+	}
 	o.progress = cli_progress;
 	rc = cli_open_repo(argv[optind], &r);
 	if (rc)

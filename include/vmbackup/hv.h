@@ -265,6 +265,60 @@ VMB_EXTERN(int) vmb_hv_folder_restore(vmb_repo *r, const char *snap,
 				      const vmb_vmfolder_restore_opts *o,
 				      vmb_restore_result *res);
 
+/** Options for vmb_hv_boot(); start from VMB_BOOT_OPTIONS_INIT. */
+typedef struct vmb_boot_options {
+	unsigned version;         /**< VMB_BOOT_OPTIONS_VERSION */
+	/** "builtin" (the kvm plugin's minimal runner, the default) or
+	 *  "qemu" (a whole OS under QEMU); any other name is a plugin */
+	const char *runner;
+	const char *disk;         /**< disk to boot; NULL: the first */
+	/**
+	 * POSIX extended regex that must appear on the console (serial
+	 * port and BIOS teletype, or the VGA text screen).  NULL: the boot
+	 * sector must run without a fault and print something.
+	 */
+	const char *expect;
+	double timeout;           /**< seconds; 0: 30 */
+	const char *vcpu;         /**< builtin: "kvm" or "unicorn"; qemu:
+				       "kvm" or "tcg"; NULL: the best there is */
+	uint32_t memory_mb;       /**< guest RAM; 0: 256 MiB */
+	size_t console_limit;     /**< a guest printing more is stopped
+				       (a flood); 0: 1 MiB */
+	uint64_t max_instructions;/**< unicorn only; 0: no limit */
+	const char *scratch_dir;  /**< NULL: $TMPDIR or /tmp */
+} vmb_boot_options;
+
+#define VMB_BOOT_OPTIONS_VERSION 1
+#define VMB_BOOT_OPTIONS_INIT { VMB_BOOT_OPTIONS_VERSION, NULL, NULL, NULL, \
+				0, NULL, 0, 0, 0, NULL }
+
+/** The verdict of vmb_hv_boot().  Free with vmb_boot_result_free(). */
+typedef struct vmb_boot_result {
+	int booted;              /**< 1: booted as expected */
+	char reason[256];        /**< one line saying why, either way */
+	char runner[32];         /**< plugin that ran it ("kvm", "qemu") */
+	char vcpu[16];           /**< backend ("kvm", "unicorn", "tcg") */
+	char snapshot[80];       /**< the snapshot's full id */
+	char disk[64];           /**< the disk booted */
+	char *console;           /**< the console output kept (NUL-ended) */
+	size_t console_len;
+	uint64_t console_total;  /**< bytes printed in all */
+	char *screen;            /**< VGA text left on screen, or NULL */
+	double seconds;
+} vmb_boot_result;
+
+/**
+ * Boot a snapshot's disk to prove it boots, without a restore: the disk
+ * is read from the repository chunk by chunk as the guest asks, writes go
+ * to a throw-away overlay.  The boot sector's 0x55AA signature is checked
+ * first.  @return 0 when the boot ran (res->booted is the verdict), an
+ * error when it could not run (no such snapshot or runner, no backend).
+ */
+VMB_EXTERN(int) vmb_hv_boot(vmb_repo *r, const char *snap,
+			    const vmb_boot_options *o, vmb_boot_result *res);
+/** Free what vmb_hv_boot() put in @p res; accepts NULL. */
+VMB_EXTERN(void) vmb_boot_result_free(vmb_boot_result *res);
+
 #ifdef __cplusplus
 }
 #endif

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "vmbackup/sys/hv.h"
+#include "vmbackup/disk.h"
 #include "common/util.h"
 
 #ifndef VMB_PLUGIN_DIR_DEFAULT
@@ -114,8 +115,13 @@ static int check_plugin(const vmb_hv_plugin *p, const char *where,
 		return vmb_error_set(VMB_EINVAL, "%s plugin (%s): mandatory " \
 				     "callback " #f " is missing",      \
 				     copy->name, where);
-	NEED(open) NEED(close) NEED(describe) NEED(backup_begin)
-	NEED(backup_end)
+	NEED(open) NEED(close)
+	/* a boot runner (VMB_HV_F_BOOT) without any source callback is not
+	 * a backup source; anything else needs all three */
+	if (!(copy->features & VMB_HV_F_BOOT) || copy->describe ||
+	    copy->backup_begin || copy->backup_end) {
+		NEED(describe) NEED(backup_begin) NEED(backup_end)
+	}
 #undef NEED
 #define FEAT(flag, f)                                                   \
 	if ((copy->features & (flag)) && !copy->f)                      \
@@ -129,6 +135,7 @@ static int check_plugin(const vmb_hv_plugin *p, const char *where,
 	FEAT(VMB_HV_F_SNAPSHOT, snapshot_delete)
 	FEAT(VMB_HV_F_DEFINE, define)
 	FEAT(VMB_HV_F_FOLDER, folder_fixup)
+	FEAT(VMB_HV_F_BOOT, boot)
 #undef FEAT
 	/* callbacks of features not announced are never called */
 	if (!(copy->features & VMB_HV_F_LIST))
@@ -143,6 +150,8 @@ static int check_plugin(const vmb_hv_plugin *p, const char *where,
 		copy->define = NULL;
 	if (!(copy->features & VMB_HV_F_FOLDER))
 		copy->folder_fixup = NULL;
+	if (!(copy->features & VMB_HV_F_BOOT))
+		copy->boot = NULL;
 	return 0;
 }
 
@@ -425,6 +434,8 @@ static int describe(vmb_hv *h, const char *vm, vmb_hv_vm_info **out)
 	vmb_hv_vm_info *info = NULL;
 	int rc;
 	free_info(h);
+	if (!h->pl->copy.describe)
+		return unsupported(h, "back up VMs (it is a boot runner)");
 	rc = h->pl->copy.describe(h->handle, vm, &info);
 	if (rc)
 		return plugin_err(h, rc);
@@ -595,6 +606,10 @@ VMB_EXTERN(int) vmb_hv_backup(vmb_repo *r, const vmb_hv_source *src,
 		return vmb_error_set(VMB_EINVAL, "a backup needs 1 to 256 "
 				     "sources");
 	memset(res, 0, sizeof *res);
+	for (size_t i = 0; i < nsrc; i++)
+		if (!src[i].hv->pl->copy.backup_begin)
+			return unsupported(src[i].hv, "back up VMs (it is a "
+					   "boot runner)");
 	/* the repository's options, as the caller set them */
 	memcpy(&bo, &opts->backup,
 	       opts->backup.version >= 2 ? sizeof bo :
@@ -939,5 +954,138 @@ VMB_EXTERN(int) vmb_hv_folder_restore(vmb_repo *r, const char *snap,
 	}
 	rc = vmb_vmfolder_restore(r, id, dir, o, folder_fixup_cb, &f, res);
 	vmb_hv_close(f.h);
+	return rc;
+}
+
+/* ---- boot verification (vmb verify --boot) ----
+ * Find the snapshot and its disk, check the boot signature, and hand the
+ * disk to a boot runner plugin (VMB_HV_F_BOOT): "kvm" is the minimal
+ * runner of --runner builtin (plugins/kvm/), "qemu" a whole OS under QEMU
+ * (plugins/qemu/).  The runner reads the disk from the repository as the
+ * guest asks for it.  docs/boot.md describes the runners. */
+
+static const char *runner_plugin(const char *runner)
+{
+	if (!runner || !*runner || !strcmp(runner, "builtin"))
+		return "kvm";
+	return runner;
+}
+
+VMB_EXTERN(void) vmb_boot_result_free(vmb_boot_result *res)
+{
+	if (!res)
+		return;
+	free(res->console);
+	free(res->screen);
+	res->console = res->screen = NULL;
+	res->console_len = 0;
+}
+
+/* The boot sector's signature; 1 when it is there, else the reason. */
+static int check_signature(vmb_disk *d, vmb_boot_result *res)
+{
+	unsigned char mbr[512];
+	int rc;
+	if (vmb_disk_size(d) < 512) {
+		snprintf(res->reason, sizeof res->reason, "no boot sector: "
+			 "the disk is %llu bytes",
+			 (unsigned long long)vmb_disk_size(d));
+		return 0;
+	}
+	rc = vmb_disk_read(d, mbr, 0, sizeof mbr);
+	if (rc)
+		return rc;
+	if (mbr[510] != 0x55 || mbr[511] != 0xaa) {
+		snprintf(res->reason, sizeof res->reason, "no boot signature: "
+			 "bytes 510-511 of the boot sector are %02x %02x, not "
+			 "55 aa", mbr[510], mbr[511]);
+		return 0;
+	}
+	return 1;
+}
+
+VMB_EXTERN(int) vmb_hv_boot(vmb_repo *r, const char *snap,
+			    const vmb_boot_options *o, vmb_boot_result *res)
+{
+	static const vmb_boot_options def = VMB_BOOT_OPTIONS_INIT;
+	vmb_hv_boot_request req;
+	vmb_hv_boot_report rep;
+	vmb_snapshot *s = NULL;
+	vmb_disk *d = NULL;
+	vmb_hv *h = NULL;
+	const char *plugin;
+	double t0 = vmb_now();
+	int rc;
+
+	if (!o)
+		o = &def;
+	memset(res, 0, sizeof *res);
+	if (o->version != VMB_BOOT_OPTIONS_VERSION)
+		return vmb_error_set(VMB_EINVAL, "vmb_boot_options version %u "
+				     "is not %u", o->version,
+				     VMB_BOOT_OPTIONS_VERSION);
+	if (o->timeout < 0 || o->timeout > 86400)
+		return vmb_error_set(VMB_EINVAL, "boot timeout %.1f s is not "
+				     "within 0..86400", o->timeout);
+	if (o->memory_mb && (o->memory_mb < 2 || o->memory_mb > 2048))
+		return vmb_error_set(VMB_EINVAL, "guest memory %u MiB is not "
+				     "within 2..2048", o->memory_mb);
+	plugin = runner_plugin(o->runner);
+	snprintf(res->runner, sizeof res->runner, "%s", plugin);
+	rc = vmb_repo_snapshot_find(r, snap ? snap : "latest", &s);
+	if (rc)
+		return rc;
+	snprintf(res->snapshot, sizeof res->snapshot, "%s", vmb_snapshot_id(s));
+	rc = vmb_snapshot_disk_open(r, s, o->disk, &d);
+	if (rc)
+		goto out;
+	snprintf(res->disk, sizeof res->disk, "%s",
+		 o->disk ? o->disk : vmb_snapshot_disk_name(s, 0));
+	rc = check_signature(d, res);
+	if (rc <= 0)
+		goto out; /* an error, or the verdict: it cannot boot */
+	rc = vmb_hv_open(plugin, NULL, &h);
+	if (rc)
+		goto out;
+	if (!h->pl->copy.boot) {
+		rc = unsupported(h, "boot snapshots");
+		goto out;
+	}
+	memset(&req, 0, sizeof req);
+	req.struct_size = sizeof req;
+	req.disk = d;
+	req.disk_name = res->disk;
+	req.expect = o->expect && *o->expect ? o->expect : NULL;
+	req.timeout = o->timeout > 0 ? o->timeout : 30;
+	req.vcpu = o->vcpu && *o->vcpu ? o->vcpu : NULL;
+	req.memory_mb = o->memory_mb ? o->memory_mb : 256;
+	req.console_limit = o->console_limit ? o->console_limit : 1u << 20;
+	req.max_instructions = o->max_instructions;
+	req.scratch_dir = o->scratch_dir;
+	memset(&rep, 0, sizeof rep);
+	rep.struct_size = sizeof rep;
+	rc = h->pl->copy.boot(h->handle, &req, &rep);
+	res->console = rep.console;
+	res->screen = rep.screen;
+	if (rc) {
+		rc = plugin_err(h, rc);
+		vmb_boot_result_free(res);
+		goto out;
+	}
+	/* the plugin's strings are bounded here, whatever it wrote */
+	rep.reason[sizeof rep.reason - 1] = 0;
+	rep.vcpu[sizeof rep.vcpu - 1] = 0;
+	res->booted = rep.booted == 1;
+	snprintf(res->reason, sizeof res->reason, "%s", rep.reason[0] ?
+		 rep.reason : (res->booted ? "booted" : "did not boot"));
+	snprintf(res->vcpu, sizeof res->vcpu, "%s", rep.vcpu);
+	res->console_len = res->console ? rep.console_len : 0;
+	res->console_total = rep.console_total;
+	rc = 0;
+out:
+	res->seconds = vmb_now() - t0;
+	vmb_hv_close(h);
+	vmb_disk_close(d);
+	vmb_snapshot_free(s);
 	return rc;
 }

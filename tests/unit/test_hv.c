@@ -35,7 +35,7 @@ static int ok_end(void *h, vmb_hv_backup_job *b, int c)
 
 #define GOOD(NAME) { sizeof(vmb_hv_plugin), VMB_HV_API_VERSION, NAME, "1", \
 	"test", 0, NULL, NULL, ok_open, ok_close, ok_describe, NULL,      \
-	ok_begin, ok_end, NULL, NULL, NULL, NULL, NULL, NULL, NULL }
+	ok_begin, ok_end, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL }
 
 static vmb_hv_plugin p_version = GOOD("badversion");
 static vmb_hv_plugin p_small = GOOD("small");
@@ -190,7 +190,7 @@ static int m_end(void *h, vmb_hv_backup_job *b, int committed)
 static const vmb_hv_plugin p_mem = { sizeof(vmb_hv_plugin),
 	VMB_HV_API_VERSION, "mem", "1", "memory VM", VMB_HV_F_CBT, NULL, NULL,
 	ok_open, ok_close, m_describe, NULL, m_begin, m_end, NULL, NULL, NULL,
-	NULL, NULL, NULL, NULL };
+	NULL, NULL, NULL, NULL, NULL };
 static const vmb_hv_plugin *i_mem(void) { return &p_mem; }
 
 static size_t nsnaps(vmb_repo *r)
@@ -293,9 +293,150 @@ static void test_backup_through_plugin(void)
 	free(back);
 }
 
+/* ---- a boot runner plugin (VMB_HV_F_BOOT), no backup source ---- */
+
+static int boot_calls;
+static vmb_hv_boot_request last_req;
+
+/* "Boots" by reading the boot sector from the repository: booted when
+ * it holds the expected text.  Writes an unterminated reason, so the
+ * library's bounding of the plugin's strings is tested too. */
+static int r_boot(void *h, const vmb_hv_boot_request *req,
+		  vmb_hv_boot_report *rep)
+{
+	char sector[512];
+	(void)h;
+	boot_calls++;
+	last_req = *req;
+	if (vmb_disk_read(req->disk, sector, 0, sizeof sector))
+		return -1;
+	rep->console = malloc(64);
+	memcpy(rep->console, sector, 63);
+	rep->console[63] = 0;
+	rep->console_len = strlen(rep->console);
+	rep->console_total = rep->console_len;
+	rep->booted = req->expect && strstr(rep->console, req->expect);
+	memset(rep->reason, 'r', sizeof rep->reason);
+	snprintf(rep->vcpu, sizeof rep->vcpu, "fake");
+	return 0;
+}
+
+#define RUNNER(NAME, DESCRIBE, BOOT) { .struct_size = sizeof(vmb_hv_plugin), \
+	.api_version = VMB_HV_API_VERSION, .name = NAME, .version = "1",   \
+	.description = "test runner", .features = VMB_HV_F_BOOT,          \
+	.open = ok_open, .close = ok_close, .describe = DESCRIBE,          \
+	.boot = BOOT }
+static vmb_hv_plugin p_runner = RUNNER("runner", NULL, r_boot);
+static vmb_hv_plugin p_noboot = RUNNER("noboot", NULL, NULL);
+static vmb_hv_plugin p_halfsrc = RUNNER("halfsrc", ok_describe, r_boot);
+static const vmb_hv_plugin *i_runner(void) { return &p_runner; }
+static const vmb_hv_plugin *i_noboot(void) { return &p_noboot; }
+static const vmb_hv_plugin *i_halfsrc(void) { return &p_halfsrc; }
+
+static void test_boot_runner(void)
+{
+	vmb_repo_init_options io = VMB_REPO_INIT_OPTIONS_INIT;
+	vmb_backup_options bo = VMB_BACKUP_OPTIONS_INIT;
+	vmb_boot_options o = VMB_BOOT_OPTIONS_INIT;
+	vmb_backup_source src = { NULL, NULL, NULL };
+	vmb_backup_result br;
+	vmb_boot_result res;
+	vmb_hv_source hs;
+	vmb_repo *r = NULL;
+	vmb_hv *h = NULL;
+	const char *url = test_path("bootrepo");
+	const char *img = test_path("boot.raw"), *img2 = test_path("nosig.raw");
+	char *json = NULL;
+	uint8_t *disk = calloc(1, 1 << 20);
+	FILE *f;
+
+	/* the loader: a runner needs boot(), and all source callbacks or none */
+	CHECK_ERR(vmb_hv_register(i_noboot), VMB_EINVAL);
+	CHECK(strstr(vmb_error_message(), "without boot") != NULL);
+	CHECK_ERR(vmb_hv_register(i_halfsrc), VMB_EINVAL);
+	CHECK(strstr(vmb_error_message(), "backup_begin is missing") != NULL);
+	CHECK_OK(vmb_hv_register(i_runner));
+	CHECK_OK(vmb_hv_open("runner", NULL, &h));
+	CHECK(vmb_hv_features(h) == VMB_HV_F_BOOT);
+	CHECK_ERR(vmb_hv_describe(h, "vm", &json), VMB_ENOTSUP);
+	CHECK(strstr(vmb_error_message(), "runner plugin cannot back up") !=
+	      NULL);
+	hs.hv = h;
+	hs.vm = "vm";
+	{
+		vmb_hv_backup_opts ho = VMB_HV_BACKUP_OPTS_INIT;
+		ho.backup.vm = "vm";
+		CHECK_ERR(vmb_hv_backup(NULL, &hs, 1, &ho, &br), VMB_ENOTSUP);
+	}
+	vmb_hv_close(h);
+
+	/* two disks: one with a boot signature, one without */
+	memcpy(disk, "hello from the boot sector", 27);
+	disk[510] = 0x55;
+	disk[511] = 0xaa;
+	f = fopen(img, "wb");
+	fwrite(disk, 1, 1 << 20, f);
+	fclose(f);
+	disk[511] = 0;
+	f = fopen(img2, "wb");
+	fwrite(disk, 1, 1 << 20, f);
+	fclose(f);
+	io.encrypted = 0;
+	CHECK_OK(vmb_repo_init(url, NULL, &io));
+	CHECK_OK(vmb_repo_open(url, NULL, &r));
+	src.path = img;
+	bo.vm = "good";
+	CHECK_OK(vmb_repo_backup(r, &src, 1, &bo, &br));
+	src.path = img2;
+	bo.vm = "nosig";
+	CHECK_OK(vmb_repo_backup(r, &src, 1, &bo, &br));
+
+	o.runner = "runner";
+	o.expect = "from the boot";
+	CHECK_OK(vmb_hv_boot(r, "good@latest", &o, &res));
+	CHECK(res.booted == 1 && boot_calls == 1);
+	CHECK(!strcmp(res.runner, "runner") && !strcmp(res.vcpu, "fake"));
+	CHECK(!strcmp(res.disk, "boot"));
+	CHECK(res.console && !strcmp(res.console, "hello from the boot sector"));
+	CHECK(strlen(res.reason) == sizeof res.reason - 1); /* bounded */
+	/* the defaults the plugin got */
+	CHECK(last_req.timeout == 30 && last_req.memory_mb == 256);
+	CHECK(last_req.console_limit == 1u << 20 && !last_req.vcpu);
+	CHECK(last_req.struct_size == sizeof last_req);
+	vmb_boot_result_free(&res);
+	vmb_boot_result_free(NULL);
+
+	o.expect = "not there";
+	CHECK_OK(vmb_hv_boot(r, "good@latest", &o, &res));
+	CHECK(res.booted == 0 && boot_calls == 2);
+	vmb_boot_result_free(&res);
+
+	/* no signature: the verdict without starting the runner */
+	CHECK_OK(vmb_hv_boot(r, "nosig@latest", &o, &res));
+	CHECK(res.booted == 0 && boot_calls == 2);
+	CHECK(strstr(res.reason, "no boot signature: bytes 510-511 of the "
+		     "boot sector are 55 00") != NULL);
+	vmb_boot_result_free(&res);
+
+	/* errors: no such snapshot, no such runner, bad options */
+	CHECK_ERR(vmb_hv_boot(r, "nosuch@latest", &o, &res), VMB_ENOTFOUND);
+	o.runner = "nosuchrunner";
+	CHECK(vmb_hv_boot(r, "good@latest", &o, &res) != 0);
+	CHECK(strstr(vmb_error_message(), "no nosuchrunner plugin") != NULL);
+	o.runner = "runner";
+	o.timeout = -1;
+	CHECK_ERR(vmb_hv_boot(r, "good@latest", &o, &res), VMB_EINVAL);
+	o.timeout = 0;
+	o.memory_mb = 1;
+	CHECK_ERR(vmb_hv_boot(r, "good@latest", &o, &res), VMB_EINVAL);
+	vmb_repo_close(r);
+	free(disk);
+}
+
 int main(void)
 {
 	test_loader_checks();
 	test_backup_through_plugin();
+	test_boot_runner();
 	return test_done();
 }

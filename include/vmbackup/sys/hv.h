@@ -108,6 +108,46 @@ typedef struct vmb_hv_backup_job {
 #define VMB_HV_F_QUIESCE   0x20u /**< can quiesce a running guest */
 #define VMB_HV_F_FOLDER    0x40u /**< backs up VM folders (vmfolder.h):
 				     folder_fixup() */
+/**
+ * boot(): the plugin boots a snapshot's disk to verify it (a boot
+ * runner: "kvm" for --runner builtin, "qemu").  A plugin that offers
+ * VMB_HV_F_BOOT and has none of describe, backup_begin and backup_end is
+ * a runner only: it is not a backup source.
+ */
+#define VMB_HV_F_BOOT      0x80u
+
+/** What boot() is asked to do (vmb_hv_boot() fills it in). */
+typedef struct vmb_hv_boot_request {
+	uint32_t struct_size;    /**< sizeof(vmb_hv_boot_request) */
+	/** the disk to boot, read-only, straight from the repository;
+	 *  owned by the caller, valid during boot() */
+	vmb_disk *disk;
+	const char *disk_name;   /**< its name in the snapshot */
+	const char *expect;      /**< POSIX extended regex the console must
+				      show, or NULL (see vmb_boot_options) */
+	double timeout;          /**< seconds, > 0 */
+	const char *vcpu;        /**< runner-specific backend ("kvm",
+				      "unicorn", "tcg"), or NULL: the best */
+	uint32_t memory_mb;      /**< guest RAM, MiB */
+	size_t console_limit;    /**< stop the guest past this much output */
+	uint64_t max_instructions; /**< software backends: stop after
+					this many, 0 = no limit */
+	const char *scratch_dir; /**< for sockets and overlays */
+} vmb_hv_boot_request;
+
+/** What boot() reports.  The library zeroes it and sets struct_size;
+ *  console and screen are malloc()'d by the plugin and freed by the
+ *  library with free(). */
+typedef struct vmb_hv_boot_report {
+	uint32_t struct_size;    /**< sizeof(vmb_hv_boot_report) */
+	int booted;              /**< 1: booted as expected */
+	char reason[256];        /**< one line: why (either way) */
+	char vcpu[16];           /**< the backend that ran it */
+	char *console;           /**< serial and teletype output kept */
+	size_t console_len;
+	uint64_t console_total;  /**< bytes the guest printed in all */
+	char *screen;            /**< text left in VGA memory, or NULL */
+} vmb_hv_boot_report;
 
 typedef struct vmb_hv_plugin {
 	uint32_t struct_size;    /**< sizeof(vmb_hv_plugin) as compiled */
@@ -188,6 +228,14 @@ typedef struct vmb_hv_plugin {
 	 * undoes the whole restore.
 	 */
 	int (*folder_fixup)(void *handle, vmb_vmfolder_view *v);
+	 * VMB_HV_F_BOOT: boot @p req->disk, read-only (writes go to a
+	 * throw-away overlay), until @p req->expect shows on the console,
+	 * the guest stops or faults, or @p req->timeout.  Returns 0 when the
+	 * boot ran, whatever the verdict (in @p rep); an error only when it
+	 * could not run (no /dev/kvm and no software backend, no QEMU).
+	 */
+	int (*boot)(void *handle, const vmb_hv_boot_request *req,
+		    vmb_hv_boot_report *rep);
 } vmb_hv_plugin;
 
 /** The entry point's type and name. */

@@ -228,6 +228,8 @@ typedef struct vmb_hv_plugin {
 	 * undoes the whole restore.
 	 */
 	int (*folder_fixup)(void *handle, vmb_vmfolder_view *v);
+
+	/**
 	 * VMB_HV_F_BOOT: boot @p req->disk, read-only (writes go to a
 	 * throw-away overlay), until @p req->expect shows on the console,
 	 * the guest stops or faults, or @p req->timeout.  Returns 0 when the

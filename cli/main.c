@@ -20,6 +20,8 @@ static const struct {
 	{ "backup", cmd_backup, "back up disk images as a new snapshot" },
 	{ "snapshots", cmd_snapshots, "list the snapshots in a repository" },
 	{ "restore", cmd_restore, "restore a snapshot's disks to a folder" },
+	{ "mount", cmd_mount, "show snapshots as raw disk files (FUSE)" },
+	{ "umount", cmd_umount, "unmount what vmb mount mounted" },
 	{ "check", cmd_check, "check a repository's metadata" },
 	{ "verify", cmd_verify, "read and authenticate a snapshot's data" },
 	{ "prune", cmd_prune, "remove snapshots by retention rules" },

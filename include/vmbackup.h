@@ -11,4 +11,5 @@
 #include "vmbackup/hv.h"
 #include "vmbackup/vmfolder.h"
 #include "vmbackup/serve.h"
+#include "vmbackup/mount.h"
 #endif

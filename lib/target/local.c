@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <sodium.h>
 #include "common/killpoint.h"
@@ -261,6 +262,24 @@ static int local_stat(vmb_target *t, const char *name, uint64_t *size,
 	return 0;
 }
 
+/*
+ * A temporary file of a put that never reached its rename (the process
+ * was killed between write and rename) is invisible to every reader and
+ * would stay forever: listings remove those older than TMP_STALE seconds,
+ * far longer than any put takes, so GC (which lists everything) gets the
+ * space back.
+ */
+#define TMP_STALE 3600
+
+static void stale_tmp(DIR *d, const char *name)
+{
+	struct stat st;
+	int dfd = dirfd(d);
+	if (dfd >= 0 && fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISREG(st.st_mode) && st.st_mtime < time(NULL) - TMP_STALE)
+		unlinkat(dfd, name, 0);
+}
+
 struct walk {
 	struct local *l;
 	const char *prefix;
@@ -290,8 +309,12 @@ static void walk_dir(struct walk *w, const char *rel, int depth)
 		char *name;
 		struct stat st;
 		size_t plen = strlen(w->prefix), nlen;
-		if (e->d_name[0] == '.' || strstr(e->d_name, TMP_MARK))
+		if (e->d_name[0] == '.')
 			continue;
+		if (strstr(e->d_name, TMP_MARK)) {
+			stale_tmp(d, e->d_name);
+			continue;
+		}
 		name = rel[0] ? vmb_asprintf("%s/%s", rel, e->d_name)
 			      : vmb_strdup(e->d_name);
 		if (!name) {

@@ -45,6 +45,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 #include <nfsc/libnfs.h>
 #include <nfsc/libnfs-raw-nfs.h>
@@ -568,9 +569,22 @@ static int read_dir(struct nfs *n, const char *rel, struct dent **out,
 				r = fail(n, c, "list", rel[0] ? rel : ".", er);
 		} else {
 			while ((e = nfs_readdir(c, d))) {
-				if (e->name[0] == '.' ||
-				    strstr(e->name, TMP_MARK))
+				if (e->name[0] == '.')
 					continue;
+				if (strstr(e->name, TMP_MARK)) {
+					/* a put killed before its rename:
+					 * gone after an hour (local.c) */
+					if (e->type == NF3REG &&
+					    (int64_t)e->mtime.tv_sec <
+					    (int64_t)time(NULL) - 3600) {
+						char *tp = vmb_asprintf(
+							"%s/%s", dir, e->name);
+						if (tp)
+							nfs_unlink(c, tp);
+						free(tp);
+					}
+					continue;
+				}
 				if (e->type != NF3DIR && e->type != NF3REG)
 					continue;
 				if (nv == cap) {

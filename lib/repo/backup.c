@@ -908,7 +908,7 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 	/* announce the running backup (GC keeps what it may reuse) */
 	vmb_crypto_random(sid, sizeof sid);
 	vmb_hex(sid, sizeof sid, snap.id);
-	gethostname(host, sizeof host - 1);
+	vmb_lease_hostname(host);
 	snprintf(session, sizeof session, "sessions/%s", snap.id);
 	{
 		char sbuf[512];

@@ -14,6 +14,24 @@
 #include "common/util.h"
 #include "lease.h"
 
+void vmb_lease_hostname(char host[256])
+{
+	memset(host, 0, 256);
+	gethostname(host, 255);
+	for (char *p = host; *p; p++)
+		if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
+			*p = '_';
+}
+
+int vmb_lease_dead(const char *host, int64_t pid)
+{
+	char me[256];
+	vmb_lease_hostname(me);
+	return host && strcmp(host, me) == 0 && pid > 0 &&
+	       pid != (int64_t)getpid() && kill((pid_t)pid, 0) != 0 &&
+	       errno == ESRCH;
+}
+
 int vmb_lease_take(vmb_repo *r, const char *name, int ttl, const char *what,
 		   char token[33])
 {
@@ -26,10 +44,7 @@ int vmb_lease_take(vmb_repo *r, const char *name, int ttl, const char *what,
 
 	if (ttl <= 0)
 		ttl = 600;
-	gethostname(host, sizeof host - 1);
-	for (char *p = host; *p; p++)
-		if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
-			*p = '_';
+	vmb_lease_hostname(host);
 	rc = vmb_target_get(r->t, name, &data, &len);
 	if (rc == 0) {
 		int64_t exp = 0, pid = 0;
@@ -41,9 +56,7 @@ int vmb_lease_take(vmb_repo *r, const char *name, int ttl, const char *what,
 			holder = vmb_json_str(j, "token");
 		}
 		/* a holder on this host whose process is gone is dead */
-		int dead = who && strcmp(who, host) == 0 && pid > 0 &&
-			   pid != getpid() && kill((pid_t)pid, 0) != 0 &&
-			   errno == ESRCH;
+		int dead = vmb_lease_dead(who, pid);
 		if (exp > (int64_t)time(NULL) && !dead &&
 		    !(holder && token[0] && strcmp(holder, token) == 0)) {
 			char until[32];

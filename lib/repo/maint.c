@@ -301,6 +301,19 @@ static int new_epoch(vmb_repo *r)
 	return rc;
 }
 
+/*
+ * A session marker of a backup on this host whose process no longer
+ * exists (killed, or the machine rebooted) is dead at once, like a lease
+ * (lease.c): waiting 15 minutes would keep everything written since it
+ * started, and a killed nightly job's chunks would outlive the next GC.
+ */
+static int session_dead(vmb_json *j)
+{
+	int64_t pid = 0;
+	vmb_json_i64(j, "pid", &pid);
+	return vmb_lease_dead(vmb_json_str(j, "host"), pid);
+}
+
 VMB_EXTERN(int) vmb_repo_gc(vmb_repo *r, const vmb_gc_options *o,
 			    vmb_gc_result *res)
 {
@@ -345,14 +358,23 @@ VMB_EXTERN(int) vmb_repo_gc(vmb_repo *r, const vmb_gc_options *o,
 				vmb_target_delete(r->t, sessions.names[i]);
 			continue;
 		}
+		int dead = 0;
 		if (vmb_target_get(r->t, sessions.names[i], &data, &len) == 0) {
 			vmb_json *j;
 			if (len < 4096 &&
 			    vmb_json_parse(data, len, "session", &j) == 0) {
 				vmb_json_i64(j, "started", &started);
+				dead = session_dead(j);
 				vmb_json_free(j);
 			}
 			free(data);
+		}
+		if (dead) {
+			/* its process is gone (killed): nothing of it runs */
+			res->sessions_stale++;
+			if (!o->dry_run)
+				vmb_target_delete(r->t, sessions.names[i]);
+			continue;
 		}
 		res->sessions_running++;
 		if (started - 60 < cutoff)

@@ -11,7 +11,8 @@
 #  - every snapshot that had finished before restores byte for byte,
 #  - the next run of the command completes, and check passes again.
 # Every kill point is listed as "ok - NAME@N KIND OBJECT: ...".
-# VMB_KILLPOINTS_MAX (default 10) caps the points per command variant.
+# VMB_KILLPOINTS_MAX (default 10) caps the points per command variant;
+# VMB_KILLPOINTS_ONLY=REGEX runs only the variants whose name matches.
 . "$TESTLIB"
 export VMB_KDF_OPSLIMIT=1 VMB_KDF_MEMLIMIT=8388608
 command -v qemu-img >/dev/null && command -v qemu-io >/dev/null ||
@@ -71,6 +72,7 @@ repo_ok() { # check passes and the recorded snapshots restore
 # (exit RC, default 0), VERIFY.
 killpoints() {
 	local name=$1 setup=$2 run=$3 verify=$4 want=${5:-0} n k rc msg step
+	[[ $name =~ ${VMB_KILLPOINTS_ONLY:-.} ]] || return 0
 	rm -rf "$W"; mkdir -p "$W"; $setup
 	VMB_KILL_TRACE=$T/trace $run; rc=$?
 	n=$(wc -l <"$T/trace"); rm -f "$T/trace"
@@ -87,7 +89,9 @@ killpoints() {
 		if [ "$rc" != 137 ] || [ -z "$what" ]; then
 			bad "$name@$k: not killed (exit $rc): $(tail -2 "$W/log")"; continue
 		fi
+		touch "$W/killed"
 		if ! msg=$($verify 2>&1); then bad "$name@$k $what: after the kill: $msg"; continue; fi
+		rm -f "$W/killed"
 		$run; rc=$?
 		if [ "$rc" != "$want" ]; then
 			bad "$name@$k $what: the next run exits $rc: $(tail -2 "$W/log")"; continue
@@ -103,7 +107,25 @@ s_init() { mkimg; vmb init "$R" --chunk-size 64K; }
 s_full() { s_init; backup; expect; }
 s_incr() { s_full; qemu-io -f qcow2 -c "write -P 7 64k 192k" -c "write -P 8 3M 128k" "$IMG" >/dev/null; }
 s_patch() { s_full; qemu-io -f qcow2 -c "write -P 9 8k 4k" -c "write -P 10 2100k 4k" -c "write -P 11 3500k 4k" "$IMG" >/dev/null; }
-v_backup() { repo_ok; }
+# After a killed backup one GC frees everything it left (no chunk kept as
+# "young" for a dead backup's session), including the temporary files of
+# puts killed before their rename (listings drop those older than an hour:
+# they are aged here), and the repository still checks and restores.
+v_killed_backup() {
+	repo_ok || return 1
+	find "$R" -name '*.tmp-*' -exec touch -d '2 hours ago' {} +
+	"$VMB" gc "$R" --json >"$W/gc" 2>"$W/cerr" || { echo "gc: $(cat "$W/cerr")"; return 1; }
+	python3 - "$W/gc" <<'PY' || return 1
+import json, sys
+g = json.load(open(sys.argv[1]))
+if g["chunks_young"] or g["sessions_running"]:
+    sys.exit("gc kept %d young chunks for %d running sessions" % (g["chunks_young"], g["sessions_running"]))
+PY
+	local tmp; tmp=$(find "$R" -name '*.tmp-*' | head -3)
+	[ -z "$tmp" ] || { echo "temporary files left: $tmp"; return 1; }
+	repo_ok
+}
+v_backup() { if [ -e "$W/killed" ]; then rm -f "$W/killed"; v_killed_backup; else repo_ok; fi; }
 r_backup() { backup && expect; }
 killpoints backup-full s_init r_backup v_backup
 killpoints backup-incremental s_incr r_backup v_backup
@@ -221,7 +243,8 @@ killpoints snapshot-delete s_sdel r_sdel v_sdel
 
 finish_points() {
 	echo "$POINTS kill points, all consistent"
-	check "at least 50 kill points were run ($POINTS)" test "$POINTS" -ge 50
+	[ -n "${VMB_KILLPOINTS_ONLY:-}" ] ||
+		check "at least 50 kill points were run ($POINTS)" test "$POINTS" -ge 50
 	finish
 }
 finish_points

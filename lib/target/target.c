@@ -60,6 +60,13 @@ VMB_EXTERN(int) vmb_target_open(const char *url, vmb_target **out)
 				     "%s backend returned an incomplete target",
 				     be->scheme);
 	}
+	/* a test tool: inject the faults VMB_FAULT describes (fault.c) */
+	const char *fault = getenv("VMB_FAULT");
+	if (r == 0 && fault && *fault &&
+	    (r = vmb_target__fault_wrap(fault, out)) != 0) {
+		vmb_target_close(*out);
+		*out = NULL;
+	}
 	return r;
 }
 

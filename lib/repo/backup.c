@@ -138,7 +138,9 @@ static void store_job(void *arg, int worker)
 	(void)worker;
 	if (c->err)
 		goto out;
-	rc = vmb_target_put(c->r->t, s->name, s->blob, s->n);
+	rc = vmb_repo__put_object(c->r, VMB_BLOB_CHUNK, s->name,
+				  c->ix->e[s->idx].id, 32,
+				  s->blob, s->n);
 	if (rc) {
 		set_err(c, rc);
 		goto out;
@@ -705,7 +707,8 @@ static int end_check(vmb_repo *r, const char *start_epoch,
 					     buf, len, r->zstd_level, cctx, out,
 					     &n);
 			if (!rc)
-				rc = vmb_target_put(r->t, name, out, n);
+				rc = vmb_repo__put_object(r, VMB_BLOB_CHUNK,
+							  name, id, 32, out, n);
 			vmb_log(VMB_LOG_INFO, "re-uploaded chunk %s removed by "
 				"a concurrent GC", name + 10);
 		}

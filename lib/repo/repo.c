@@ -94,6 +94,47 @@ int vmb_repo__valid_id(const char *s)
 	return n == 32;
 }
 
+/*
+ * A put that failed may still have left part of the object under its
+ * name on a store that is not atomic (a torn or short write).  The next
+ * backup would find that name with a stat and reuse it, and a snapshot
+ * would refer to damage; so after a failed put, an object there that does
+ * not decode is deleted.  One that decodes (ours, whole, or another
+ * host's copy of the same content) stays.  The put's error is returned.
+ */
+int vmb_repo__put_object(vmb_repo *r, int type, const char *name,
+			 const uint8_t *bind, size_t bindlen,
+			 const void *blob, size_t n)
+{
+	int rc = vmb_target_put(r->t, name, blob, n);
+	char *msg;
+	void *back = NULL;
+	size_t blen = 0;
+	if (rc == 0)
+		return 0;
+	msg = vmb_strdup(vmb_error_message());
+	if (vmb_target_get(r->t, name, &back, &blen) == 0) {
+		size_t plen = vmb_blob_plain_len(back, blen), got;
+		uint8_t *out = plen ? vmb_malloc(plen) : NULL;
+		if (out && vmb_blob_decode(&r->keys, type, bind, bindlen, back,
+					   blen, NULL, out, plen, &got,
+					   name) == 0) {
+			free(out);
+		} else {
+			free(out);
+			if (vmb_target_delete(r->t, name) == 0)
+				vmb_log(VMB_LOG_INFO, "removed %s, left "
+					"damaged by the failed write", name);
+		}
+		free(back);
+	}
+	if (msg) {
+		vmb_error_set(rc, "%s", msg);
+		free(msg);
+	}
+	return rc;
+}
+
 int vmb_repo__put_blob(vmb_repo *r, int type, const char *name,
 		       const uint8_t *bind, size_t bindlen, const void *plain,
 		       size_t len, uint64_t *stored)
@@ -107,7 +148,8 @@ int vmb_repo__put_blob(vmb_repo *r, int type, const char *name,
 			     r->zstd_level > 0 ? r->zstd_level : 0, NULL, buf,
 			     &n);
 	if (!rc)
-		rc = vmb_target_put(r->t, name, buf, n);
+		rc = vmb_repo__put_object(r, type, name, bind, bindlen, buf,
+					  n);
 	if (!rc && stored)
 		*stored += n;
 	free(buf);

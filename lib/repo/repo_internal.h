@@ -74,6 +74,11 @@ struct vmb_snapshot {
 void vmb_chunk_name(const uint8_t id[32], char name[80]);
 
 /* Encode and store / fetch and decode a framed object. */
+/* vmb_target_put(), removing what a failed put left that does not
+ * decode as a blob of @type bound to @bind (repo.c). */
+int vmb_repo__put_object(vmb_repo *r, int type, const char *name,
+			 const uint8_t *bind, size_t bindlen,
+			 const void *blob, size_t n);
 int vmb_repo__put_blob(vmb_repo *r, int type, const char *name,
 		       const uint8_t *bind, size_t bindlen, const void *plain,
 		       size_t len, uint64_t *stored);

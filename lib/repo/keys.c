@@ -64,9 +64,28 @@ VMB_EXTERN(int) vmb_repo_key_change(vmb_repo *r, const char *new_passphrase)
 				 strlen(new_passphrase), 1, &json);
 	if (rc)
 		return rc;
-	/* vmb_target_put replaces atomically (rename, or one S3 PUT) */
+	/* vmb_target_put replaces atomically (rename, or one S3 PUT); a
+	 * store that is not (a torn or short write) would leave no key at
+	 * all, so on failure the old key file is put back */
+	void *old = NULL;
+	size_t oldlen = 0;
+	int have_old = vmb_target_get(r->t, r->key_name, &old, &oldlen) == 0;
 	rc = put_key(r, r->key_name, json);
 	free_json(json);
+	if (rc && have_old) {
+		char *msg = vmb_strdup(vmb_error_message());
+		if (vmb_target_put(r->t, r->key_name, old, oldlen) == 0)
+			vmb_log(VMB_LOG_INFO, "%s put back: the passphrase is "
+				"unchanged", r->key_name);
+		if (msg) {
+			vmb_error_set(rc, "%s", msg);
+			free(msg);
+		}
+	}
+	if (old) {
+		sodium_memzero(old, oldlen);
+		free(old);
+	}
 	return rc;
 }
 

@@ -307,6 +307,13 @@ static int new_epoch(vmb_repo *r)
  * (lease.c): waiting 15 minutes would keep everything written since it
  * started, and a killed nightly job's chunks would outlive the next GC.
  */
+static int ignore_cb(const char *name, uint64_t size, int64_t mtime,
+		     void *payload)
+{
+	(void)name, (void)size, (void)mtime, (void)payload;
+	return 0;
+}
+
 static int session_dead(vmb_json *j)
 {
 	int64_t pid = 0;
@@ -477,6 +484,17 @@ VMB_EXTERN(int) vmb_repo_gc(vmb_repo *r, const vmb_gc_options *o,
 			if (!found && snaps.mtimes[i] < cutoff)
 				vmb_target_delete(r->t, snaps.names[i]);
 		}
+	}
+	/* the small folders no other step lists: listing them lets the
+	 * target drop temporary files of puts killed before their rename
+	 * (lib/target/local.c) */
+	if (!o->dry_run && !rc) {
+		static const char *const small[] = { "locks/", "keys/",
+						     "state/", "protect/",
+						     "damaged/" };
+		for (size_t i = 0; i < sizeof small / sizeof *small; i++)
+			vmb_target_list(r->t, small[i], ignore_cb, NULL);
+		vmb_error_clear();
 	}
 	/* 6. a second epoch: a backup that overlapped any part of this GC
 	 *    sees a change and re-checks what it reused (docs/gc.md) */

@@ -32,7 +32,12 @@ static const char help[] =
 "    make anew and the MAC addresses are dropped (so the copy can run\n"
 "    beside the original), file-backed serial consoles write into DIR,\n"
 "    and CD-ROM drives come back empty.  If the define fails, the\n"
-"    restored disks stay in DIR and the message says so.\n"
+"    restored disks stay in DIR and the message says so.  A VM folder\n"
+"    (vbox:, vmware:) with --define is restored flattened (--format,\n"
+"    default qcow2) and defined on libvirt from its hardware (CPUs,\n"
+"    memory, BIOS or EFI, disks on matching buses, NICs with their MACs\n"
+"    unless --new-uuid); what has no equivalent there is listed\n"
+"    (\"no_equivalent\" with --json).\n"
 "\n"
 "    A snapshot of a VM folder (vmware:PATH, vbox:PATH) is restored as\n"
 "    that folder into DIR (new or empty): every file under its original\n"
@@ -91,7 +96,7 @@ int cmd_restore(int argc, char **argv)
 	vmb_hv_define_opts dopt = VMB_HV_DEFINE_OPTS_INIT;
 	vmb_vmfolder_restore_opts fo = VMB_VMFOLDER_RESTORE_OPTS_INIT;
 	const char *dir = NULL, *uri = NULL;
-	char *defined = NULL;
+	char *defined = NULL, *report = NULL;
 	int define = 0;
 	vmb_repo *r;
 	int c, rc;
@@ -151,9 +156,12 @@ int cmd_restore(int argc, char **argv)
 		vmb_snapshot *s = NULL;
 		vmb_hv *h = NULL;
 		const char *fmt = NULL;
+		int folder = 0;
 		rc = vmb_repo_snapshot_find(r, argv[optind + 1], &s);
-		if (!rc && (!vmb_snapshot_config(s, &fmt) || !fmt ||
-			    strncmp(fmt, "libvirt", 7) != 0))
+		if (!rc)
+			folder = vmb_vmfolder_is(s, NULL);
+		if (!rc && !folder && (!vmb_snapshot_config(s, &fmt) || !fmt ||
+				       strncmp(fmt, "libvirt", 7) != 0))
 			rc = vmb_error_set(VMB_EINVAL, "snapshot %s has no "
 					   "libvirt domain XML to define (it "
 					   "was not backed up from libvirt:)",
@@ -163,10 +171,20 @@ int cmd_restore(int argc, char **argv)
 		if (!rc)
 			snprintf(resolved, sizeof resolved, "%s",
 				 vmb_snapshot_id(s));
-		if (!rc)
+		if (!rc && folder) {
+			/* a VirtualBox or VMware folder: flattened, and
+			 * defined from its hardware description */
+			fo.format = o.format;
+			fo.progress = o.progress;
+			fo.no_sync = o.no_sync;
+			rc = vmb_hv_folder_restore_define(r, resolved, dir,
+							  &fo, h, &dopt, &res,
+							  &defined, &report);
+		} else if (!rc) {
 			rc = vmb_hv_restore_define(r, resolved, dir,
 						   &o, h, &dopt, &res,
 						   &defined);
+		}
 		vmb_hv_close(h);
 		vmb_snapshot_free(s);
 	} else {
@@ -217,6 +235,10 @@ int cmd_restore(int argc, char **argv)
 			printf(",\"defined\":");
 			cli_json_str(stdout, defined);
 		}
+		if (report) {
+			printf(",\"no_equivalent\":");
+			cli_json_str(stdout, report);
+		}
 		printf("}\n");
 	} else if (!g.quiet) {
 		char a[32];
@@ -225,7 +247,10 @@ int cmd_restore(int argc, char **argv)
 		       dir, res.seconds);
 		if (defined)
 			printf("defined VM %s\n", defined);
+		if (report)
+			printf("no equivalent on the target: %s\n", report);
 	}
 	vmb_free(defined);
+	vmb_free(report);
 	return EXIT_OK;
 }

@@ -319,6 +319,25 @@ VMB_EXTERN(int) vmb_hv_boot(vmb_repo *r, const char *snap,
 /** Free what vmb_hv_boot() put in @p res; accepts NULL. */
 VMB_EXTERN(void) vmb_boot_result_free(vmb_boot_result *res);
 
+/**
+ * Restore the VM folder of snapshot @p snap as vmb_hv_folder_restore()
+ * does, flattened (one image per drive, in @p o->format, qcow2 if NULL),
+ * and define it on @p h (the libvirt plugin) from the neutral hardware
+ * description the folder's plugin stored (docs/vm-folders.md: CPUs,
+ * memory, BIOS or EFI, each drive's bus, NICs).  If the define fails the
+ * restored folder stays and the error says where it is.
+ * @param[out] name    the defined VM's name; free with vmb_free()
+ * @param[out] report  what has no equivalent on @p h ("NICs: user-mode
+ *                     networking; ..."), or NULL; free with vmb_free()
+ */
+VMB_EXTERN(int) vmb_hv_folder_restore_define(vmb_repo *r, const char *snap,
+					     const char *dir,
+					     const vmb_vmfolder_restore_opts *o,
+					     vmb_hv *h,
+					     const vmb_hv_define_opts *dopts,
+					     vmb_restore_result *res,
+					     char **name, char **report);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1087,5 +1087,272 @@ out:
 	vmb_hv_close(h);
 	vmb_disk_close(d);
 	vmb_snapshot_free(s);
+
+/* ---- a VM folder defined on another hypervisor (libvirt) ---- */
+
+/*
+ * The neutral hardware description plugins leave in the folder's meta
+ * (docs/vm-folders.md): hw.cpus, hw.memory_mb, hw.firmware ("bios" or
+ * "efi"), hw.nics (MAC addresses, comma-separated), hw.bus.DRIVE
+ * ("sata", "ide", "scsi", "nvme", "virtio"), hw.unsupported (what has
+ * no equivalent, "; "-separated).  Read in the restore's fixup, after the
+ * plugin's own, with each drive's one image.
+ */
+#define FD_MAX_DRIVES 64
+struct folder_define {
+	struct folder_fixup f;
+	size_t n;
+	char *name[FD_MAX_DRIVES], *path[FD_MAX_DRIVES], *fmt[FD_MAX_DRIVES];
+	char *bus[FD_MAX_DRIVES];
+	char *vm, *cpus, *mem, *fw, *nics, *unsup;
+};
+
+static char *meta_dup(vmb_vmfolder_view *v, const char *k)
+{
+	const char *s = vmb_vmfolder_view_meta(v, k);
+	return s ? vmb_strdup(s) : NULL;
+}
+
+static int folder_define_cb(vmb_vmfolder_view *v, void *payload)
+{
+	struct folder_define *d = payload;
+	int rc = folder_fixup_cb(v, &d->f);
+	if (rc)
+		return rc;
+	d->n = vmb_vmfolder_view_drives(v);
+	if (d->n > FD_MAX_DRIVES)
+		return vmb_error_set(VMB_EINVAL, "more than %d drives to "
+				     "define", FD_MAX_DRIVES);
+	for (size_t i = 0; i < d->n; i++) {
+		const char *fmt = NULL;
+		const char *p = vmb_vmfolder_view_drive_flat(v, i, &fmt);
+		char key[200];
+		if (!p)
+			return vmb_error_set(VMB_EINVAL, "drive %s was not "
+					     "flattened",
+					     vmb_vmfolder_view_drive(v, i));
+		snprintf(key, sizeof key, "hw.bus.%s",
+			 vmb_vmfolder_view_drive(v, i));
+		d->name[i] = vmb_strdup(vmb_vmfolder_view_drive(v, i));
+		d->path[i] = vmb_strdup(p);
+		d->fmt[i] = vmb_strdup(fmt ? fmt : "raw");
+		d->bus[i] = meta_dup(v, key);
+		if (!d->name[i] || !d->path[i] || !d->fmt[i])
+			return VMB_ENOMEM;
+	}
+	d->vm = meta_dup(v, "name");
+	d->cpus = meta_dup(v, "hw.cpus");
+	d->mem = meta_dup(v, "hw.memory_mb");
+	d->fw = meta_dup(v, "hw.firmware");
+	d->nics = meta_dup(v, "hw.nics");
+	d->unsup = meta_dup(v, "hw.unsupported");
+	return 0;
+}
+
+static void xml_text(vmb_buf *b, const char *s)
+{
+	for (; s && *s; s++)
+		switch (*s) {
+		case '&': vmb_buf_puts(b, "&amp;"); break;
+		case '<': vmb_buf_puts(b, "&lt;"); break;
+		case '>': vmb_buf_puts(b, "&gt;"); break;
+		case '\'': vmb_buf_puts(b, "&apos;"); break;
+		case '"': vmb_buf_puts(b, "&quot;"); break;
+		default:
+			if ((unsigned char)*s >= 0x20)
+				vmb_buf_printf(b, "%c", *s);
+		}
+}
+
+static unsigned parse_small(const char *s, unsigned lo, unsigned hi,
+			    unsigned def)
+{
+	char *e;
+	unsigned long v;
+	if (!s || !*s)
+		return def;
+	v = strtoul(s, &e, 10);
+	return *e || v < lo || v > hi ? def : (unsigned)v;
+}
+
+/* The domain XML of a folder's hardware, for libvirt's define(). */
+static char *folder_domain_xml(struct folder_define *d, const char *dir,
+			       vmb_hv_define_disk *dd, char (*devs)[8],
+			       vmb_buf *report)
+{
+	vmb_buf b;
+	unsigned nsd = 0, nhd = 0, nvd = 0;
+	const char *nics = d->nics;
+	vmb_buf_init(&b);
+	vmb_buf_printf(&b, "<domain type='%s'>\n  <name>",
+		       access("/dev/kvm", R_OK | W_OK) == 0 ? "kvm" : "qemu");
+	xml_text(&b, d->vm ? d->vm : "vm");
+	vmb_buf_printf(&b, "</name>\n  <memory unit='MiB'>%u</memory>\n"
+		       "  <vcpu>%u</vcpu>\n",
+		       parse_small(d->mem, 16, 1u << 22, 512),
+		       parse_small(d->cpus, 1, 512, 1));
+	vmb_buf_printf(&b, "  <os%s>\n    <type arch='x86_64'>hvm</type>\n"
+		       "    <boot dev='hd'/>\n  </os>\n"
+		       "  <features><acpi/></features>\n  <devices>\n",
+		       d->fw && !strcmp(d->fw, "efi") ? " firmware='efi'" : "");
+	for (size_t i = 0; i < d->n; i++) {
+		const char *bus = d->bus[i] ? d->bus[i] : "sata";
+		char *dev = devs[i];
+		if (!strcmp(bus, "nvme") || !strcmp(bus, "usb") ||
+		    !strcmp(bus, "floppy")) {
+			vmb_buf_printf(report, "%sdrive %s: %s bus as sata",
+				       report->len ? "; " : "", d->name[i], bus);
+			bus = "sata";
+		}
+		if (!strcmp(bus, "ide"))
+			snprintf(dev, 8, "hd%c", 'a' + (nhd++ % 26));
+		else if (!strcmp(bus, "virtio"))
+			snprintf(dev, 8, "vd%c", 'a' + (nvd++ % 26));
+		else
+			snprintf(dev, 8, "sd%c", 'a' + (nsd++ % 26));
+		vmb_buf_printf(&b, "    <disk type='file' device='disk'>"
+			       "<driver name='qemu' type='%s'/><source file='",
+			       !strcmp(d->fmt[i], "qcow2") ? "qcow2" :
+			       !strcmp(d->fmt[i], "vmdk") ? "vmdk" :
+			       !strcmp(d->fmt[i], "vdi") ? "vdi" : "raw");
+		xml_text(&b, d->path[i]);
+		vmb_buf_printf(&b, "'/><target dev='%s' bus='%s'/></disk>\n",
+			       dev, bus);
+		dd[i].name = dev;
+		dd[i].path = d->path[i];
+		dd[i].format = d->fmt[i];
+	}
+	while (nics && *nics) {
+		size_t k = strcspn(nics, ",");
+		char mac[32];
+		if (k == 12) {
+			snprintf(mac, sizeof mac, "%.2s:%.2s:%.2s:%.2s:%.2s:%.2s",
+				 nics, nics + 2, nics + 4, nics + 6, nics + 8,
+				 nics + 10);
+			vmb_buf_puts(&b, "    <interface type='user'><mac address='");
+			xml_text(&b, mac);
+			vmb_buf_puts(&b, "'/><model type='e1000'/></interface>\n");
+		} else if (k == 17) {
+			vmb_buf_puts(&b, "    <interface type='user'><mac address='");
+			snprintf(mac, sizeof mac, "%.17s", nics);
+			xml_text(&b, mac);
+			vmb_buf_puts(&b, "'/><model type='e1000'/></interface>\n");
+		}
+		nics += k;
+		if (*nics == ',')
+			nics++;
+	}
+	if (d->nics && *d->nics)
+		vmb_buf_printf(report, "%sNICs: user-mode networking (the "
+			       "original's attachment has no equivalent here)",
+			       report->len ? "; " : "");
+	vmb_buf_puts(&b, "    <serial type='file'><source path='");
+	xml_text(&b, dir);
+	vmb_buf_puts(&b, "/serial0.log'/><target port='0'/></serial>\n"
+		     "    <console type='file'><source path='");
+	xml_text(&b, dir);
+	vmb_buf_puts(&b, "/console0.log'/><target type='serial' port='0'/>"
+		     "</console>\n  </devices>\n</domain>\n");
+	if (b.failed) {
+		vmb_buf_free(&b);
+		return NULL;
+	}
+	return vmb_buf_detach(&b);
+}
+
+VMB_EXTERN(int) vmb_hv_folder_restore_define(vmb_repo *r, const char *snap,
+					     const char *dir,
+					     const vmb_vmfolder_restore_opts *o,
+					     vmb_hv *h,
+					     const vmb_hv_define_opts *dopts,
+					     vmb_restore_result *res,
+					     char **name, char **report)
+{
+	vmb_vmfolder_restore_opts fo = VMB_VMFOLDER_RESTORE_OPTS_INIT;
+	vmb_hv_define_opts ddef = VMB_HV_DEFINE_OPTS_INIT;
+	struct folder_define d;
+	vmb_hv_define_request req;
+	vmb_hv_define_disk dd[FD_MAX_DRIVES];
+	char devs[FD_MAX_DRIVES][8];
+	vmb_snapshot *s = NULL;
+	char plugin[32], id[33], *xml = NULL, absdir[PATH_MAX];
+	vmb_buf rep;
+	int rc;
+
+	*name = NULL;
+	if (report)
+		*report = NULL;
+	memset(&d, 0, sizeof d);
+	vmb_buf_init(&rep);
+	if (!dopts)
+		dopts = &ddef;
+	if (o)
+		fo = *o;
+	fo.flags |= VMB_VMFOLDER_FLATTEN; /* one image per drive */
+	if (!fo.format)
+		fo.format = "qcow2";
+	if (!h->pl->copy.define)
+		return unsupported(h, "define VMs");
+	if ((rc = vmb_repo_snapshot_find(r, snap, &s)))
+		return rc;
+	if (!vmb_vmfolder_is(s, plugin)) {
+		rc = vmb_error_set(VMB_EINVAL, "snapshot %s holds no VM "
+				   "folder", vmb_snapshot_id(s));
+		vmb_snapshot_free(s);
+		return rc;
+	}
+	snprintf(id, sizeof id, "%s", vmb_snapshot_id(s));
+	vmb_snapshot_free(s);
+	if ((rc = vmb_hv_open(plugin, NULL, &d.f.h)))
+		return rc;
+	if (!d.f.h->pl->copy.folder_fixup) {
+		rc = vmb_error_set(VMB_ENOTSUP, "the %s plugin cannot restore "
+				   "VM folders", plugin);
+		goto out;
+	}
+	rc = vmb_vmfolder_restore(r, id, dir, &fo, folder_define_cb, &d, res);
+	if (rc)
+		goto out;
+	if (!realpath(dir, absdir))
+		snprintf(absdir, sizeof absdir, "%s", dir);
+	if (!(xml = folder_domain_xml(&d, absdir, dd, devs, &rep))) {
+		rc = VMB_ENOMEM;
+		goto out;
+	}
+	if (d.unsup && *d.unsup)
+		vmb_buf_printf(&rep, "%s%s", rep.len ? "; " : "", d.unsup);
+	memset(&req, 0, sizeof req);
+	req.struct_size = sizeof req;
+	req.config_format = "libvirt-xml";
+	req.config = xml;
+	req.name = dopts->name;
+	req.dir = absdir;
+	req.ndisks = d.n;
+	req.disks = dd;
+	/* the folder's own MACs, unless a new identity was asked for */
+	req.flags = dopts->flags | ((fo.flags & VMB_VMFOLDER_NEW_UUID) ? 0 :
+				    VMB_HV_DEFINE_KEEP_MACS);
+	rc = vmb_hv_define(h, &req, name);
+	if (rc)
+		vmb_error_prefix("the folder is restored in %s, but ", dir);
+out:
+	vmb_hv_close(d.f.h);
+	for (size_t i = 0; i < d.n; i++) {
+		free(d.name[i]);
+		free(d.path[i]);
+		free(d.fmt[i]);
+		free(d.bus[i]);
+	}
+	free(d.vm);
+	free(d.cpus);
+	free(d.mem);
+	free(d.fw);
+	free(d.nics);
+	free(d.unsup);
+	free(xml);
+	if (!rc && report && rep.len && !rep.failed)
+		*report = vmb_buf_detach(&rep);
+	else
+		vmb_buf_free(&rep);
 	return rc;
 }

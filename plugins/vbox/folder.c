@@ -45,6 +45,50 @@ static const char *base_name(const char *p)
 	return s ? s + 1 : p;
 }
 
+/* The neutral hardware description (docs/vm-folders.md) another
+ * hypervisor is defined from. */
+static int hardware_meta(vmb_vmfolder *f, const struct vbox_machine *m,
+			 const struct vbox_state *st)
+{
+	char t[VBOX_MAX_NICS * 13 + 1], un[400];
+	size_t o = 0;
+	int rc;
+	snprintf(t, sizeof t, "%u", m->cpus ? m->cpus : 1);
+	if ((rc = vmb_vmfolder_set(f, "hw.cpus", t)))
+		return rc;
+	if (m->memory_mb) {
+		snprintf(t, sizeof t, "%llu", (unsigned long long)m->memory_mb);
+		if ((rc = vmb_vmfolder_set(f, "hw.memory_mb", t)))
+			return rc;
+	}
+	if ((rc = vmb_vmfolder_set(f, "hw.firmware", m->efi ? "efi" : "bios")))
+		return rc;
+	t[0] = 0;
+	for (size_t i = 0; i < m->nmacs && o + 14 < sizeof t; i++)
+		o += (size_t)snprintf(t + o, sizeof t - o, "%s%s", i ? "," : "",
+				      m->macs[i]);
+	if (o && (rc = vmb_vmfolder_set(f, "hw.nics", t)))
+		return rc;
+	for (size_t i = 0; i < st->natt; i++) {
+		const struct vbox_attach *a = &st->att[i];
+		char key[200];
+		if (a->kind != VBOX_HDD || a->medium < 0)
+			continue;
+		snprintf(key, sizeof key, "hw.bus.%s-%d-%d", a->controller,
+			 a->port, a->device);
+		if ((rc = vmb_vmfolder_set(f, key, vbox_bus(a->ctl_type))))
+			return rc;
+	}
+	un[0] = 0;
+	if (m->current.state_file)
+		snprintf(un, sizeof un, "the saved state (VirtualBox only)");
+	if (m->nvram)
+		snprintf(un + strlen(un), sizeof un - strlen(un), "%sthe EFI "
+			 "variables in %s (VirtualBox's NVRAM format)",
+			 un[0] ? "; " : "", m->nvram);
+	return un[0] ? vmb_vmfolder_set(f, "hw.unsupported", un) : 0;
+}
+
 int vbox_folder_job(const struct vbox_machine *m, const char *config_copy,
 		    const struct vbox_state *st, const char *consistency,
 		    const char *note, vmb_hv_backup_job **out)
@@ -99,6 +143,8 @@ int vbox_folder_job(const struct vbox_machine *m, const char *config_copy,
 		rc = vmb_vmfolder_set(f, "consistency_note", note);
 	if (!rc)
 		rc = vmb_vmfolder_set(f, "machine_uuid", m->uuid);
+	if (!rc)
+		rc = hardware_meta(f, m, st);
 	if (rc) {
 		vmb_vmfolder_free(f);
 		return rc;

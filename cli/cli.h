@@ -81,6 +81,10 @@ int cmd_import(int argc, char **argv);
 int cmd_key(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+/* restore --define --instant (restore_instant.c) */
+int cli_restore_instant(vmb_repo *r, const char *repo, const char *snap_id,
+			const char *dir, const char *uri,
+			const vmb_hv_define_opts *dopt);
 int cmd_commit(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
 int cmd_umount(int argc, char **argv);

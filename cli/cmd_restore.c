@@ -66,6 +66,17 @@ static const char help[] =
 "    --name NEW      name of the defined VM\n"
 "    --keep-macs     keep the network cards' MAC addresses\n"
 "    --keep-uuid     keep the VM's UUID (only where the original is gone)\n"
+"    --instant       with --define: instant recovery.  Nothing is restored\n"
+"                    first: a detached 'vmb serve' exports the snapshot on\n"
+"                    DIR/vmb-serve.sock (log in DIR/vmb-serve.log), each\n"
+"                    disk becomes DIR/<disk>.qcow2, an empty overlay over\n"
+"                    its NBD export, and the VM is defined on them and\n"
+"                    started at once.  Then libvirt pulls the data into\n"
+"                    the overlays while the VM runs; when the copy is\n"
+"                    done the overlays stand alone, the server is\n"
+"                    stopped and the command ends.  A copy that fails\n"
+"                    leaves the VM running on its overlays (consistent)\n"
+"                    and the server up\n"
 "    --flatten       VM folders: the current state only, one image per drive\n"
 "    --new-uuid      VM folders: new VM, disk and MAC identities\n"
 "    --json          print {snapshot (the id SNAP resolved to),\n"
@@ -83,6 +94,7 @@ int cmd_restore(int argc, char **argv)
 		{ "threads", required_argument, NULL, 'j' },
 		{ "no-sync", no_argument, NULL, 'S' },
 		{ "define", no_argument, NULL, 'D' },
+		{ "instant", no_argument, NULL, 'I' },
 		{ "connect", required_argument, NULL, 'c' },
 		{ "name", required_argument, NULL, 'n' },
 		{ "keep-macs", no_argument, NULL, 'M' },
@@ -97,7 +109,7 @@ int cmd_restore(int argc, char **argv)
 	vmb_vmfolder_restore_opts fo = VMB_VMFOLDER_RESTORE_OPTS_INIT;
 	const char *dir = NULL, *uri = NULL;
 	char *defined = NULL, *report = NULL;
-	int define = 0;
+	int define = 0, instant = 0;
 	vmb_repo *r;
 	int c, rc;
 
@@ -130,6 +142,7 @@ int cmd_restore(int argc, char **argv)
 		}
 		case 'S': o.no_sync = 1; break;
 		case 'D': define = 1; break;
+		case 'I': instant = 1; break;
 		case 'c': uri = optarg; break;
 		case 'n': dopt.name = optarg; break;
 		case 'M': dopt.flags |= VMB_HV_DEFINE_KEEP_MACS; break;
@@ -147,6 +160,9 @@ int cmd_restore(int argc, char **argv)
 	if (!define && (uri || dopt.name || dopt.flags))
 		return cli_usage_error("restore", "--connect, --name, --keep-macs "
 				       "and --keep-uuid go with --define");
+	if (instant && (!define || o.format || o.disk))
+		return cli_usage_error("restore", "--instant goes with --define "
+				       "(and without --format and --disk)");
 	o.progress = cli_progress;
 	rc = cli_open_repo(argv[optind], &r);
 	if (rc)
@@ -166,6 +182,15 @@ int cmd_restore(int argc, char **argv)
 					   "libvirt domain XML to define (it "
 					   "was not backed up from libvirt:)",
 					   vmb_snapshot_id(s));
+		if (!rc && instant) {
+			snprintf(resolved, sizeof resolved, "%s",
+				 vmb_snapshot_id(s));
+			vmb_snapshot_free(s);
+			rc = cli_restore_instant(r, argv[optind], resolved, dir,
+						 uri, &dopt);
+			vmb_repo_close(r);
+			return rc;
+		}
 		if (!rc)
 			rc = vmb_hv_open("libvirt", uri, &h);
 		if (!rc)

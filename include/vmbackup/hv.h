@@ -256,6 +256,30 @@ VMB_EXTERN(int) vmb_hv_restore_define(vmb_repo *r, const char *snap,
 				      vmb_restore_result *res, char **name);
 
 /**
+ * Instant recovery (docs/serve.md): define the VM of snapshot @p snap on
+ * @p h with every disk on a new local qcow2 overlay DIR/<disk>.qcow2
+ * whose backing file is the NBD export <disk> on the Unix socket
+ * @p nbd_socket (a `vmb serve` of the same snapshot that keeps running),
+ * start it, and begin moving the data into the overlays in the
+ * background (the plugin's pull_start(): a libvirt block pull).  Returns
+ * as soon as the VM runs; vmb_hv_instant_wait() waits for the copy, after
+ * which the VM no longer needs the server.  A copy that fails leaves the
+ * VM running on its overlay, consistent.  Existing files are never
+ * overwritten.  Needs a plugin with VMB_HV_F_INSTANT.
+ * @param[out] name  the defined VM's name (free with vmb_free()), or NULL
+ */
+VMB_EXTERN(int) vmb_hv_restore_instant(vmb_repo *r, const char *snap,
+				       const char *dir,
+				       const char *nbd_socket, vmb_hv *h,
+				       const vmb_hv_define_opts *dopts,
+				       char **name);
+
+/** Wait for the background copy vmb_hv_restore_instant() started on VM
+ *  @p vm; 0 once its disks no longer refer to the server. */
+VMB_EXTERN(int) vmb_hv_instant_wait(vmb_hv *h, const char *vm,
+				    vmb_progress_fn fn, void *payload);
+
+/**
  * Restore the VM folder of snapshot @p snap (vmb_vmfolder_is()) into
  * @p dir with vmb_vmfolder_restore(), and let the plugin that made it
  * (opened here by name) rewrite the configuration (folder_fixup()).

@@ -19,6 +19,7 @@
 #include "vmbackup/sys/hv.h"
 #include "vmbackup/disk.h"
 #include "common/util.h"
+#include "disk/qcow2.h"
 
 #ifndef VMB_PLUGIN_DIR_DEFAULT
 #define VMB_PLUGIN_DIR_DEFAULT "/usr/local/lib/vmbackup/plugins"
@@ -136,6 +137,9 @@ static int check_plugin(const vmb_hv_plugin *p, const char *where,
 	FEAT(VMB_HV_F_DEFINE, define)
 	FEAT(VMB_HV_F_FOLDER, folder_fixup)
 	FEAT(VMB_HV_F_BOOT, boot)
+	FEAT(VMB_HV_F_INSTANT, start)
+	FEAT(VMB_HV_F_INSTANT, pull_start)
+	FEAT(VMB_HV_F_INSTANT, pull_wait)
 #undef FEAT
 	/* callbacks of features not announced are never called */
 	if (!(copy->features & VMB_HV_F_LIST))
@@ -152,6 +156,11 @@ static int check_plugin(const vmb_hv_plugin *p, const char *where,
 		copy->folder_fixup = NULL;
 	if (!(copy->features & VMB_HV_F_BOOT))
 		copy->boot = NULL;
+	if (!(copy->features & VMB_HV_F_INSTANT)) {
+		copy->start = NULL;
+		copy->pull_start = NULL;
+		copy->pull_wait = NULL;
+	}
 	return 0;
 }
 
@@ -1355,4 +1364,142 @@ out:
 	else
 		vmb_buf_free(&rep);
 	return rc;
+}
+/* ---- instant recovery ---- */
+
+VMB_EXTERN(int) vmb_hv_restore_instant(vmb_repo *r, const char *snap,
+				       const char *dir,
+				       const char *nbd_socket, vmb_hv *h,
+				       const vmb_hv_define_opts *dopts,
+				       char **name)
+{
+	vmb_hv_define_opts ddef = VMB_HV_DEFINE_OPTS_INIT;
+	vmb_hv_define_request req;
+	vmb_hv_define_disk *dd = NULL;
+	char **paths = NULL, absdir[PATH_MAX], *nm = NULL;
+	vmb_snapshot *s = NULL;
+	const char *cfg, *cfmt = NULL;
+	size_t n = 0, made = 0;
+	int rc;
+
+	if (name)
+		*name = NULL;
+	if (!dopts)
+		dopts = &ddef;
+	if (!h->pl->copy.define || !h->pl->copy.start ||
+	    !h->pl->copy.pull_start)
+		return unsupported(h, "run VMs from a backup (instant "
+				   "recovery)");
+	if (!nbd_socket || !*nbd_socket || strchr(nbd_socket, '?') ||
+	    strchr(nbd_socket, '#'))
+		return vmb_error_set(VMB_EINVAL, "instant recovery: bad NBD "
+				     "socket path '%s'",
+				     nbd_socket ? nbd_socket : "");
+	rc = vmb_repo_snapshot_find(r, snap, &s);
+	if (rc)
+		return rc;
+	cfg = vmb_snapshot_config(s, &cfmt);
+	if (!cfg || !*cfg) {
+		rc = vmb_error_set(VMB_EINVAL, "snapshot %s has no VM "
+				   "configuration to define (it was not "
+				   "backed up from a hypervisor)",
+				   vmb_snapshot_id(s));
+		goto out;
+	}
+	if (mkdir(dir, 0755) && errno != EEXIST) {
+		rc = vmb_error_set(VMB_EIO, "cannot create %s: %s", dir,
+				   strerror(errno));
+		goto out;
+	}
+	if (!realpath(dir, absdir)) {
+		rc = vmb_error_set(VMB_EIO, "%s: %s", dir, strerror(errno));
+		goto out;
+	}
+	n = vmb_snapshot_disk_count(s);
+	dd = vmb_calloc(n ? n : 1, sizeof *dd);
+	paths = vmb_calloc(n ? n : 1, sizeof *paths);
+	if (!dd || !paths) {
+		rc = VMB_ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *dn = vmb_snapshot_disk_name(s, i);
+		char *backing = vmb_asprintf("nbd+unix:///%s?socket=%s", dn,
+					     nbd_socket);
+		paths[i] = vmb_asprintf("%s/%s.qcow2", absdir, dn);
+		if (!backing || !paths[i]) {
+			free(backing);
+			rc = VMB_ENOMEM;
+			goto out;
+		}
+		if (access(paths[i], F_OK) == 0) {
+			free(backing);
+			rc = vmb_error_set(VMB_EEXISTS, "%s exists: not "
+					   "overwritten", paths[i]);
+			goto out;
+		}
+		/* an empty overlay: every read falls through to the server
+		 * until the pull has copied the data in */
+		rc = vmb_disk__qcow2_write_layer(paths[i],
+						 vmb_snapshot_disk_size(s, i),
+						 backing, "raw", NULL, 0, 0644);
+		free(backing);
+		if (rc)
+			goto out;
+		made = i + 1;
+		dd[i].name = dn;
+		dd[i].path = paths[i];
+		dd[i].format = "qcow2";
+	}
+	memset(&req, 0, sizeof req);
+	req.struct_size = sizeof req;
+	req.config_format = cfmt;
+	req.config = cfg;
+	req.name = dopts->name;
+	req.dir = absdir;
+	req.ndisks = n;
+	req.disks = dd;
+	req.flags = dopts->flags;
+	rc = vmb_hv_define(h, &req, &nm);
+	if (rc)
+		goto out;
+	rc = h->pl->copy.start(h->handle, nm);
+	if (rc) {
+		rc = plugin_err(h, rc);
+		vmb_error_prefix("%s is defined on overlays in %s but did not "
+				 "start: ", nm, absdir);
+		goto out;
+	}
+	rc = h->pl->copy.pull_start(h->handle, nm);
+	if (rc) {
+		rc = plugin_err(h, rc);
+		vmb_error_prefix("%s runs on overlays in %s (over the server), "
+				 "but the copy to local disk did not start: ",
+				 nm, absdir);
+	}
+out:
+	if (rc && !nm) /* nothing uses them: remove the overlays we made */
+		for (size_t i = 0; i < made; i++)
+			unlink(paths[i]);
+	if (name && nm)
+		*name = nm;
+	else
+		free(nm);
+	for (size_t i = 0; paths && i < n; i++)
+		free(paths[i]);
+	free(paths);
+	free(dd);
+	vmb_snapshot_free(s);
+	return rc;
+}
+
+VMB_EXTERN(int) vmb_hv_instant_wait(vmb_hv *h, const char *vm,
+				    vmb_progress_fn fn, void *payload)
+{
+	int rc;
+	if (!h->pl->copy.pull_wait)
+		return unsupported(h, "run VMs from a backup (instant "
+				   "recovery)");
+	rc = h->pl->copy.pull_wait(h->handle, vm, fn, payload);
+	return rc ? plugin_err(h, rc) : 0;
 }

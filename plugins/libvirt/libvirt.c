@@ -794,6 +794,125 @@ static int lv_define(void *handle, const vmb_hv_define_request *req,
 	return *name ? 0 : vmb_error_set(VMB_ENOMEM, "out of memory");
 }
 
+/* ---- instant recovery: start, block pull ---- */
+
+static int lv_start(void *handle, const char *vm)
+{
+	virDomainPtr d;
+	int rc = lookup(handle, vm, &d);
+	if (rc)
+		return rc;
+	if (virDomainCreate(d) < 0)
+		rc = vmb_error_set(VMB_EIO, "libvirt: cannot start %s: %s", vm,
+				   lverr());
+	virDomainFree(d);
+	return rc;
+}
+
+/* The running domain's disks (live XML). */
+static int live_disks(virDomainPtr d, const char *vm, lv_domain_xml *x)
+{
+	char *xml = virDomainGetXMLDesc(d, 0);
+	int rc;
+	if (!xml)
+		return vmb_error_set(VMB_EIO, "libvirt: XML of %s: %s", vm,
+				     lverr());
+	rc = lv_xml_parse(xml, x);
+	free(xml);
+	return rc;
+}
+
+static int lv_pull_start(void *handle, const char *vm)
+{
+	virDomainPtr d;
+	lv_domain_xml x;
+	int rc = lookup(handle, vm, &d);
+	if (rc)
+		return rc;
+	memset(&x, 0, sizeof x);
+	rc = live_disks(d, vm, &x);
+	/* $VMB_LIBVIRT_PULL_MIBS: a bandwidth cap (MiB/s) for the copy, so
+	 * it leaves the guest and the host room; unset or 0: no cap */
+	const char *bw_env = getenv("VMB_LIBVIRT_PULL_MIBS");
+	unsigned long bw = bw_env ? strtoul(bw_env, NULL, 10) : 0;
+	/* a pull copies everything the backing chain holds into the top
+	 * image and then drops the chain; QEMU switches over atomically, so
+	 * the guest never sees a half-copied disk */
+	for (size_t i = 0; !rc && i < x.ndisks; i++)
+		if (virDomainBlockPull(d, x.disks[i].target, bw, 0) < 0)
+			rc = vmb_error_set(VMB_EIO, "libvirt: block pull of "
+					   "%s on %s: %s", x.disks[i].target,
+					   vm, lverr());
+	lv_xml_free(&x);
+	virDomainFree(d);
+	return rc;
+}
+
+static int lv_pull_wait(void *handle, const char *vm, vmb_progress_fn fn,
+			void *payload)
+{
+	virDomainPtr d;
+	lv_domain_xml x;
+	int rc = lookup(handle, vm, &d);
+	if (rc)
+		return rc;
+	memset(&x, 0, sizeof x);
+	rc = live_disks(d, vm, &x);
+	for (;;) {
+		unsigned long long cur = 0, end = 0;
+		int running = 0;
+		for (size_t i = 0; !rc && i < x.ndisks; i++) {
+			virDomainBlockJobInfo info;
+			int r = virDomainGetBlockJobInfo(d, x.disks[i].target,
+							 &info, 0);
+			if (r < 0)
+				rc = vmb_error_set(VMB_EIO, "libvirt: block job "
+						   "of %s on %s: %s",
+						   x.disks[i].target, vm,
+						   lverr());
+			else if (r == 1) {
+				running = 1;
+				cur += info.cur;
+				end += info.end;
+			}
+		}
+		if (rc || !running)
+			break;
+		if (fn) {
+			vmb_progress p;
+			memset(&p, 0, sizeof p);
+			p.phase = "copy";
+			p.bytes_done = cur;
+			p.bytes_total = end;
+			if (fn(&p, payload)) {
+				rc = vmb_error_set(VMB_ECANCELED, "libvirt: "
+						   "stopped waiting for the "
+						   "copy of %s (it goes on)",
+						   vm);
+				break;
+			}
+		}
+		usleep(100 * 1000);
+	}
+	/* the jobs are gone: did every disk lose its backing? */
+	if (!rc) {
+		char *xml = virDomainGetXMLDesc(d, 0);
+		if (!xml)
+			rc = vmb_error_set(VMB_EIO, "libvirt: XML of %s: %s",
+					   vm, lverr());
+		else if (strstr(xml, "protocol='nbd'") ||
+			 strstr(xml, "protocol=\"nbd\""))
+			rc = vmb_error_set(VMB_EIO, "libvirt: the copy of %s "
+					   "ended but a disk still reads from "
+					   "the NBD server (it runs on its "
+					   "overlay)", vm);
+		free(xml);
+	}
+	lv_xml_free(&x);
+	virDomainFree(d);
+	return rc;
+}
+
 static const vmb_hv_plugin libvirt_plugin = {
 	.struct_size = sizeof(vmb_hv_plugin),
 	.api_version = VMB_HV_API_VERSION,
@@ -802,7 +921,8 @@ static const vmb_hv_plugin libvirt_plugin = {
 	.description = "libvirt domains: live pull-mode backups with "
 		       "checkpoints, shut off domains, define on restore",
 	.features = VMB_HV_F_LIST | VMB_HV_F_SNAPSHOT | VMB_HV_F_DEFINE |
-		    VMB_HV_F_LIVE | VMB_HV_F_CBT | VMB_HV_F_QUIESCE,
+		    VMB_HV_F_LIVE | VMB_HV_F_CBT | VMB_HV_F_QUIESCE |
+		    VMB_HV_F_INSTANT,
 	.load = lv_load,
 	.open = lv_open,
 	.close = lv_close,
@@ -816,6 +936,9 @@ static const vmb_hv_plugin libvirt_plugin = {
 	.snapshot_revert = lv_snapshot_revert,
 	.snapshot_delete = lv_snapshot_delete,
 	.define = lv_define,
+	.start = lv_start,
+	.pull_start = lv_pull_start,
+	.pull_wait = lv_pull_wait,
 };
 
 VMB_HV_REGISTER_PLUGIN(libvirt, libvirt_plugin)

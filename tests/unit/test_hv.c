@@ -35,7 +35,8 @@ static int ok_end(void *h, vmb_hv_backup_job *b, int c)
 
 #define GOOD(NAME) { sizeof(vmb_hv_plugin), VMB_HV_API_VERSION, NAME, "1", \
 	"test", 0, NULL, NULL, ok_open, ok_close, ok_describe, NULL,      \
-	ok_begin, ok_end, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL }
+	ok_begin, ok_end, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,  \
+	NULL, NULL, NULL }
 
 static vmb_hv_plugin p_version = GOOD("badversion");
 static vmb_hv_plugin p_small = GOOD("small");
@@ -190,7 +191,7 @@ static int m_end(void *h, vmb_hv_backup_job *b, int committed)
 static const vmb_hv_plugin p_mem = { sizeof(vmb_hv_plugin),
 	VMB_HV_API_VERSION, "mem", "1", "memory VM", VMB_HV_F_CBT, NULL, NULL,
 	ok_open, ok_close, m_describe, NULL, m_begin, m_end, NULL, NULL, NULL,
-	NULL, NULL, NULL, NULL, NULL };
+	NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL };
 static const vmb_hv_plugin *i_mem(void) { return &p_mem; }
 
 static size_t nsnaps(vmb_repo *r)

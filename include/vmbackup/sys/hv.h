@@ -148,6 +148,8 @@ typedef struct vmb_hv_boot_report {
 	uint64_t console_total;  /**< bytes the guest printed in all */
 	char *screen;            /**< text left in VGA memory, or NULL */
 } vmb_hv_boot_report;
+#define VMB_HV_F_INSTANT   0x100u /**< instant recovery: start(),
+				     pull_start(), pull_wait() */
 
 typedef struct vmb_hv_plugin {
 	uint32_t struct_size;    /**< sizeof(vmb_hv_plugin) as compiled */
@@ -238,6 +240,25 @@ typedef struct vmb_hv_plugin {
 	 */
 	int (*boot)(void *handle, const vmb_hv_boot_request *req,
 		    vmb_hv_boot_report *rep);
+	/* ---- VMB_HV_F_INSTANT (instant recovery, docs/serve.md) ---- */
+	/** Start VM @p vm (as define() named it). */
+	int (*start)(void *handle, const char *vm);
+	/**
+	 * Start copying, in the background, the backing data of every
+	 * disk of running VM @p vm into its top image, so that the image
+	 * no longer needs its backing file when the copy is done (libvirt:
+	 * a block pull).  The VM runs on as before meanwhile; a failed or
+	 * interrupted copy leaves it on its overlay and backing file.
+	 */
+	int (*pull_start)(void *handle, const char *vm);
+	/**
+	 * Wait until the copies pull_start() began have ended.  @return 0
+	 * once no disk of @p vm refers to a backing file any more, else an
+	 * error saying which disk is still on it.  @p fn (may be NULL)
+	 * gets the progress in bytes.
+	 */
+	int (*pull_wait)(void *handle, const char *vm, vmb_progress_fn fn,
+			 void *payload);
 } vmb_hv_plugin;
 
 /** The entry point's type and name. */

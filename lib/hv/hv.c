@@ -136,10 +136,10 @@ static int check_plugin(const vmb_hv_plugin *p, const char *where,
 	FEAT(VMB_HV_F_SNAPSHOT, snapshot_delete)
 	FEAT(VMB_HV_F_DEFINE, define)
 	FEAT(VMB_HV_F_FOLDER, folder_fixup)
-	FEAT(VMB_HV_F_BOOT, boot)
 	FEAT(VMB_HV_F_INSTANT, start)
 	FEAT(VMB_HV_F_INSTANT, pull_start)
 	FEAT(VMB_HV_F_INSTANT, pull_wait)
+	FEAT(VMB_HV_F_BOOT, boot)
 #undef FEAT
 	/* callbacks of features not announced are never called */
 	if (!(copy->features & VMB_HV_F_LIST))
@@ -154,13 +154,13 @@ static int check_plugin(const vmb_hv_plugin *p, const char *where,
 		copy->define = NULL;
 	if (!(copy->features & VMB_HV_F_FOLDER))
 		copy->folder_fixup = NULL;
-	if (!(copy->features & VMB_HV_F_BOOT))
-		copy->boot = NULL;
 	if (!(copy->features & VMB_HV_F_INSTANT)) {
 		copy->start = NULL;
 		copy->pull_start = NULL;
 		copy->pull_wait = NULL;
 	}
+	if (!(copy->features & VMB_HV_F_BOOT))
+		copy->boot = NULL;
 	return 0;
 }
 
@@ -1096,6 +1096,8 @@ out:
 	vmb_hv_close(h);
 	vmb_disk_close(d);
 	vmb_snapshot_free(s);
+	return rc;
+}
 
 /* ---- a VM folder defined on another hypervisor (libvirt) ---- */
 
@@ -1365,6 +1367,7 @@ out:
 		vmb_buf_free(&rep);
 	return rc;
 }
+
 /* ---- instant recovery ---- */
 
 VMB_EXTERN(int) vmb_hv_restore_instant(vmb_repo *r, const char *snap,

@@ -7,12 +7,12 @@ what=${1:-build}
 build_pkgs=(cmake make gcc pkg-config python3 libzstd-dev libsodium-dev
 	libarchive-dev libxxhash-dev libcurl4-openssl-dev libnfs-dev libnbd-dev
 	libvirt-dev libxml2-dev nettle-dev libunicorn-dev zlib1g-dev qemu-utils
-	libfuse3-dev libext2fs-dev)
+	libfuse3-dev)
 test_pkgs=(clang libclang-rt-14-dev nfs-ganesha nfs-ganesha-vfs rpcbind
 	libnfs-utils zstd curl python3
 	qemu-system-x86 nasm libvirt-daemon libvirt-daemon-driver-qemu
 	libvirt-clients libnbd-bin python3-libnbd libvmdk-utils python3-libvmdk python3-vmdkstream
-	fuse3 e2fsprogs fdisk)
+	fuse3 e2fsprogs)
 # libarchive-dev: headers only; libvmbackup dlopen()s libarchive.so.13
 # (package libarchive13, pulled in by libarchive-dev) on the first export
 # or import, and needs it at run time for those two commands only.

@@ -48,6 +48,13 @@ struct bctx {
 	vmb_pool *readers;      /* patch runs: scattered reads in parallel */
 	uint8_t *mine;          /* per chunk: uploaded by this run */
 	const vmb_idset *damaged; /* chunks verify found damaged */
+	/* page maps (pagemap.c): this disk's, being written, and the one of
+	 * the reference whose pages a new chunk is compared with (the
+	 * parent, or a similar disk of another VM), with its index */
+	vmb_pagemap *newmap;
+	const vmb_pagemap *refmap;
+	const vmb_index *ref;
+	uint64_t bytes_like; /* chunk bytes stored as patches over ref */
 	/* stats (under lock) */
 	uint64_t bytes_new, bytes_stored, chunks_new, fp_reused;
 	uint64_t bytes_allocated; /* whole chunks that held data */
@@ -61,6 +68,7 @@ struct job {
 	uint64_t idx;
 	uint32_t len;
 	int patch; /* buf holds a patch's run bytes (index entry set) */
+	int like;  /* ... made by like_ref() from a whole chunk */
 	uint8_t *buf;
 	/* patches, until read: where the runs are */
 	vmb_disk *d;
@@ -123,6 +131,7 @@ struct store_job {
 	uint64_t idx;
 	uint32_t len;
 	int heal;
+	int like; /* a patch over the reference made by like_ref() */
 	uint8_t *blob;
 	size_t n;
 	char name[80];
@@ -149,6 +158,8 @@ static void store_job(void *arg, int worker)
 	c->bytes_new += s->len;
 	c->bytes_stored += s->n;
 	c->chunks_new++;
+	if (s->like)
+		c->bytes_like += s->len;
 	c->mine[s->idx] = 1;
 	pthread_mutex_unlock(&c->lock);
 	if (s->heal) {
@@ -160,6 +171,107 @@ static void store_job(void *arg, int worker)
 out:
 	put_obuf(c, s->blob);
 	free(s);
+}
+
+/* Merge two increasing run lists into @out (touching runs joined).
+ * @return the count, or -1 past VMB_INDEX_MAX_RUNS. */
+static int merge_runs(const vmb_index_run *a, uint32_t na,
+		      const vmb_index_run *b, uint32_t nb, vmb_index_run *out);
+
+/* 1 if entry @i of @ix references a chunk verify found damaged. */
+static int entry_damaged(const struct bctx *c, const vmb_index *ix,
+			 uint64_t i)
+{
+	const uint8_t *ids[2];
+	int n = vmb_index_ids(ix, i, ids);
+	for (int k = 0; k < n; k++)
+		if (vmb_idset_has(c->damaged, ids[k]))
+			return 1;
+	return 0;
+}
+
+/*
+ * A chunk the repository does not have, whose page fingerprints are
+ * @pages: if at most half of it differs from the reference's chunk at
+ * the same place (the pages whose fingerprints differ, with the runs
+ * the reference itself patched over its base), move those pages to the
+ * front of the buffer and make the entry a patch over the reference's
+ * base; if nothing differs, copy the reference's entry.  The
+ * fingerprints are keyed (the guest cannot aim a collision) and 128 bits
+ * wide, as for the reuse of a parent's chunk id.  @return 1 made a patch,
+ * 2 copied the entry, 0 store the chunk whole, or an error.
+ */
+static int like_ref(struct bctx *c, struct job *j, const uint8_t *pages)
+{
+	static _Thread_local vmb_index_run diff[VMB_INDEX_MAX_RUNS],
+		all[VMB_INDEX_MAX_RUNS];
+	const vmb_index *ref = c->ref;
+	const vmb_index_patch *pp;
+	const uint8_t *rp, *base = NULL;
+	uint32_t nd = 0, limit = j->len / 2;
+	uint64_t total = 0;
+	int nall, rc;
+
+	if (!ref || j->idx >= ref->count ||
+	    vmb_index_chunk_len(ref, j->idx) != j->len ||
+	    !(rp = vmb_pagemap_get(c->refmap, j->idx)) ||
+	    entry_damaged(c, ref, j->idx))
+		return 0;
+	pp = vmb_index_patch_of(ref, j->idx);
+	if (ref->e[j->idx].kind == VMB_CHUNK_DATA)
+		base = ref->e[j->idx].id;
+	else if (pp && !vmb_index_id_is_zero(pp->base))
+		base = pp->base;
+	if (!base)
+		return 0;
+	for (uint32_t off = 0, p = 0; off < j->len; off += VMB_PAGE_BYTES, p++) {
+		uint32_t n = j->len - off < VMB_PAGE_BYTES ? j->len - off
+							   : VMB_PAGE_BYTES;
+		if (!memcmp(pages + (size_t)p * 16, rp + (size_t)p * 16, 16))
+			continue;
+		if ((total += n) > limit)
+			return 0; /* most of it: a whole new chunk is better */
+		if (nd && diff[nd - 1].off + diff[nd - 1].len == off) {
+			diff[nd - 1].len += n;
+			continue;
+		}
+		if (nd == VMB_INDEX_MAX_RUNS)
+			return 0;
+		diff[nd].off = off;
+		diff[nd++].len = n;
+	}
+	if (!nd) {
+		/* the reference's chunk to the page: its entry, no hashing
+		 * and nothing stored */
+		pthread_mutex_lock(&c->lock);
+		rc = vmb_index_copy_entry(c->ix, ref, j->idx);
+		pthread_mutex_unlock(&c->lock);
+		return rc ? rc : 2;
+	}
+	nall = merge_runs(diff, nd, pp ? pp->runs : NULL, pp ? pp->nruns : 0,
+			  all);
+	if (nall <= 0)
+		return 0;
+	total = 0;
+	for (int k = 0; k < nall; k++)
+		total += all[k].len;
+	if (total > limit)
+		return 0;
+	total = 0;
+	for (int k = 0; k < nall; k++) {
+		/* runs increase: each moves down (or stays) */
+		memmove(j->buf + total, j->buf + all[k].off, all[k].len);
+		total += all[k].len;
+	}
+	pthread_mutex_lock(&c->lock);
+	rc = vmb_index_set_patch(c->ix, j->idx, base, all, (uint32_t)nall);
+	pthread_mutex_unlock(&c->lock);
+	if (rc)
+		return rc;
+	j->len = (uint32_t)total;
+	j->patch = 1;
+	j->like = 1;
+	return 1;
 }
 
 static void chunk_job(void *arg, int worker)
@@ -180,6 +292,11 @@ static void chunk_job(void *arg, int worker)
 		goto out;
 	}
 	e->kind = VMB_CHUNK_DATA;
+	uint8_t *pages = vmb_pagemap_slot(c->newmap, j->idx);
+	if (pages) {
+		vmb_pagemap_hash(&r->keys, j->buf, j->len, pages);
+		vmb_pagemap_set_valid(c->newmap, j->idx, 1);
+	}
 	vmb_crypto_fingerprint(&r->keys, j->buf, j->len, e->fp);
 	if (c->parent && j->idx < c->parent->count &&
 	    c->parent->e[j->idx].kind == VMB_CHUNK_DATA &&
@@ -192,6 +309,16 @@ static void chunk_job(void *arg, int worker)
 		c->fp_reused++;
 		pthread_mutex_unlock(&c->lock);
 		goto out;
+	}
+	if (pages && c->refmap) {
+		/* changed since the reference (or there is no parent): maybe
+		 * only some of its pages did; then only those are hashed and
+		 * stored, as a patch over the reference's chunk */
+		rc = like_ref(c, j, pages);
+		if (rc < 0)
+			goto fail;
+		if (rc == 2)
+			goto out;
 	}
 store:
 	vmb_crypto_chunk_id(&r->keys, j->buf, j->len, e->id);
@@ -223,6 +350,7 @@ store:
 	s->c = c;
 	s->idx = j->idx;
 	s->len = j->len;
+	s->like = j->like;
 	s->heal = heal;
 	memcpy(s->name, name, sizeof s->name);
 	s->blob = get_obuf(c);
@@ -308,6 +436,36 @@ static int report(struct progress_state *ps, int force)
 	return 0;
 }
 
+/*
+ * The page fingerprints of a chunk read as a patch (@j's runs, their
+ * bytes in j->buf): the parent's outside the runs, new ones inside.
+ * Unknown (so never a reference) unless the parent's are known and the
+ * runs fall on page boundaries.
+ */
+static void patch_pages(struct bctx *c, const struct job *j)
+{
+	uint8_t *out = vmb_pagemap_slot(c->newmap, j->idx);
+	const uint8_t *in = c->ref == c->parent ?
+			    vmb_pagemap_get(c->refmap, j->idx) : NULL;
+	uint32_t clen = vmb_index_chunk_len(c->ix, j->idx);
+	uint64_t pos = 0;
+	if (!out || !in)
+		return;
+	for (uint32_t k = 0; k < j->nruns; k++) {
+		uint64_t end = (uint64_t)j->runs[k].off + j->runs[k].len;
+		if (j->runs[k].off % VMB_PAGE_BYTES ||
+		    (end % VMB_PAGE_BYTES && end != clen))
+			return;
+	}
+	memcpy(out, in, (size_t)((clen + VMB_PAGE_BYTES - 1) / VMB_PAGE_BYTES) * 16);
+	for (uint32_t k = 0; k < j->nruns; k++) {
+		vmb_pagemap_hash(&c->r->keys, j->buf + pos, j->runs[k].len,
+				 out + (size_t)(j->runs[k].off / VMB_PAGE_BYTES) * 16);
+		pos += j->runs[k].len;
+	}
+	vmb_pagemap_set_valid(c->newmap, j->idx, 1);
+}
+
 /* Read stage of a patch: its runs, often scattered over the disk, are
  * read by a pool of their own so that several reads are in flight. */
 static void read_job(void *arg, int worker)
@@ -322,6 +480,8 @@ static void read_job(void *arg, int worker)
 				   j->runs[k].len);
 		pos += j->runs[k].len;
 	}
+	if (!rc)
+		patch_pages(c, j);
 	free(j->runs);
 	j->runs = NULL;
 	if (rc)
@@ -337,12 +497,7 @@ static void read_job(void *arg, int worker)
 /* 1 if an entry of the parent references a chunk verify found damaged. */
 static int parent_damaged(const struct bctx *c, uint64_t i)
 {
-	const uint8_t *ids[2];
-	int n = vmb_index_ids(c->parent, i, ids);
-	for (int k = 0; k < n; k++)
-		if (vmb_idset_has(c->damaged, ids[k]))
-			return 1;
-	return 0;
+	return entry_damaged(c, c->parent, i);
 }
 
 /* Merge two increasing run lists into @out (touching runs joined).
@@ -424,7 +579,9 @@ static int try_patch(struct bctx *c, vmb_pool *pool, vmb_disk *d,
 		total += all[k].len;
 	if (total > len / 2)
 		return 0; /* most of it: a whole new chunk is better */
+	pthread_mutex_lock(&c->lock); /* workers make patches too */
 	rc = vmb_index_set_patch(c->ix, i, base, all, (uint32_t)nall);
+	pthread_mutex_unlock(&c->lock);
 	if (rc)
 		return rc;
 	if (!c->readers && (rc = vmb_pool_new(8, 16, &c->readers)))
@@ -462,9 +619,19 @@ static int backup_disk(struct bctx *c, vmb_pool *pool, vmb_disk *d,
 		struct job *j;
 		if (c->changed && !c->changed[i] && !parent_damaged(c, i)) {
 			/* change tracking says untouched: the parent's entry */
+			pthread_mutex_lock(&c->lock); /* workers make patches */
 			rc = vmb_index_copy_entry(ix, c->parent, i);
+			pthread_mutex_unlock(&c->lock);
 			if (rc)
 				return rc;
+			const uint8_t *pf = c->ref == c->parent ?
+					    vmb_pagemap_get(c->refmap, i) : NULL;
+			uint8_t *nf = vmb_pagemap_slot(c->newmap, i);
+			if (pf && nf) {
+				memcpy(nf, pf, (size_t)((len + VMB_PAGE_BYTES - 1) /
+						       VMB_PAGE_BYTES) * 16);
+				vmb_pagemap_set_valid(c->newmap, i, 1);
+			}
 			ps->p.bytes_done += len;
 			continue;
 		}
@@ -498,6 +665,7 @@ static int backup_disk(struct bctx *c, vmb_pool *pool, vmb_disk *d,
 			j->idx = i;
 			j->len = len;
 			j->patch = 0;
+			j->like = 0;
 			j->buf = get_buf(c);
 			if (m.overflow) {
 				rc = vmb_disk_read(d, j->buf, off, len);
@@ -756,6 +924,64 @@ static int find_parent(vmb_repo *r, const char *vm, vmb_snapshot **out)
 	}
 	vmb_snapshot_list_free(list, n ? n - 1 : 0);
 	return 0;
+}
+
+/*
+ * For a disk backed up without a parent (a VM's first backup, or
+ * --full): a disk of the same size and chunk size in one of the newest
+ * snapshots whose page map this host has.  Its pages are what a new
+ * chunk is compared with (the classroom of clones: thirty copies of one
+ * image, each a little different).  Of up to 16 candidates the one with
+ * the most whole chunks wins (newest first on a tie): a chunk that is
+ * itself a patch can only be compared outside its runs, so the clone
+ * everybody else patched over is the best reference.  Nothing found is
+ * not an error.
+ */
+static void find_reference(vmb_repo *r, const vmb_mdisk *m, vmb_index *rix,
+			   vmb_pagemap **map, char snap[33])
+{
+	vmb_snapshot **list;
+	size_t n;
+	int tried = 0;
+	uint64_t best = 0;
+	*map = NULL;
+	if (vmb_repo__snapshots(r, NULL, 0, &list, &n)) {
+		vmb_error_clear();
+		return;
+	}
+	for (size_t k = n; k-- > 0 && tried < 16;)
+		for (size_t d = 0; d < list[k]->ndisks && tried < 16; d++) {
+			const vmb_mdisk *x = &list[k]->disks[d];
+			vmb_pagemap *pm;
+			vmb_index ix;
+			uint64_t whole = 0;
+			if (x->size != m->size || x->chunk_size != r->chunk_size)
+				continue;
+			vmb_pagemap_open(r, x->index, m->size, r->chunk_size,
+					 &pm);
+			if (!pm)
+				continue;
+			tried++;
+			if (vmb_repo__load_index(r, x->index, &ix)) {
+				vmb_pagemap_close(pm);
+				vmb_error_clear();
+				continue;
+			}
+			for (uint64_t e = 0; e < ix.count; e++)
+				whole += ix.e[e].kind == VMB_CHUNK_DATA;
+			if (*map && whole <= best) {
+				vmb_pagemap_close(pm);
+				vmb_index_free(&ix);
+				continue;
+			}
+			vmb_pagemap_close(*map);
+			vmb_index_free(rix);
+			*map = pm;
+			*rix = ix;
+			best = whole;
+			memcpy(snap, list[k]->id, 33);
+		}
+	vmb_snapshot_list_free(list, n);
 }
 
 static void add_index_ids(vmb_repo *r, const vmb_index *ix)
@@ -1077,6 +1303,29 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 			used_parent = used_parent > 2 ? used_parent : 2;
 		else if (have_parent && !used_parent)
 			used_parent = 1;
+		/* page maps: this disk's for later backups, and the one its
+		 * new chunks are compared with (the parent's, else another
+		 * snapshot's disk like this one) */
+		vmb_pagemap *refmap = NULL;
+		vmb_index rix;
+		char refsnap[33] = "";
+		memset(&rix, 0, sizeof rix);
+		vmb_pagemap_create(r, m->size, r->chunk_size, &c.newmap);
+		if (have_parent) {
+			if (pix.disk_size == m->size &&
+			    pix.chunk_size == r->chunk_size)
+				vmb_pagemap_open(r, pm_used->index, m->size,
+						 r->chunk_size, &refmap);
+			c.ref = refmap ? &pix : NULL;
+		} else {
+			find_reference(r, m, &rix, &refmap, refsnap);
+			c.ref = refmap ? &rix : NULL;
+			if (refmap)
+				vmb_log(VMB_LOG_INFO, "disk %s: new chunks are "
+					"compared page by page with snapshot "
+					"%s", m->name, refsnap);
+		}
+		c.refmap = refmap;
 		ps.p.item = m->name;
 		rc = backup_disk(&c, pool, disks[i], &ps, &res->bytes_read);
 		if (c.readers)
@@ -1085,6 +1334,10 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 		vmb_pool_wait(c.store); /* every chunk stored before the index */
 		c.changed = NULL;
 		c.ranges = NULL;
+		c.ref = NULL;
+		c.refmap = NULL;
+		vmb_pagemap_close(refmap);
+		vmb_index_free(&rix);
 		vmb_cbt_plan_free(&plan);
 		vmb_index_free(&pix);
 		if (!rc && c.err) {
@@ -1109,6 +1362,15 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 						(uint8_t *)iname, strlen(iname),
 						ib, ilen, &c.bytes_stored);
 		free(ib);
+		if (rc)
+			break;
+		/* the map goes under the index's name; the parent's is no
+		 * longer anyone's parent */
+		if (vmb_pagemap_commit(r, c.newmap, m->index) == 1 &&
+		    pm_used && strcmp(pm_used->index, m->index) != 0)
+			vmb_pagemap_remove(r, pm_used->index);
+		vmb_pagemap_close(c.newmap);
+		c.newmap = NULL;
 		for (uint64_t k = 0; k < ixs[i].count; k++) {
 			m->chunks++;
 			if (ixs[i].e[k].kind == VMB_CHUNK_ZERO)
@@ -1208,6 +1470,7 @@ out:
 		else
 			vmb_error_clear();
 	}
+	vmb_pagemap_close(c.newmap);
 	vmb_idset_free(&damaged);
 	if (rc) {
 		/* the in-memory known set may hold ids whose upload failed */

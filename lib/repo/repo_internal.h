@@ -120,4 +120,30 @@ int vmb_repo__valid_id(const char *s);
 /* Worker threads for a pipeline on this repository's target. */
 int vmb_repo__threads(const vmb_repo *r, int requested);
 
+/*
+ * Page maps (pagemap.c): a fingerprint of each 4 KiB page of a stored
+ * disk, in the local cache, named by the disk's index id.  Only a cache:
+ * open and create give *out = NULL (and no error) when there is none or
+ * it cannot be made.
+ */
+#define VMB_PAGE_BYTES 4096u
+typedef struct vmb_pagemap vmb_pagemap;
+int vmb_pagemap_open(vmb_repo *r, const char *index, uint64_t disk_size,
+		     uint32_t chunk_size, vmb_pagemap **out);
+int vmb_pagemap_create(vmb_repo *r, uint64_t disk_size, uint32_t chunk_size,
+		       vmb_pagemap **out);
+/* Chunk @i's page fingerprints (16 bytes a page), or NULL if unknown. */
+const uint8_t *vmb_pagemap_get(const vmb_pagemap *m, uint64_t i);
+/* Where a map being written keeps chunk @i's; then set_valid(1). */
+uint8_t *vmb_pagemap_slot(vmb_pagemap *m, uint64_t i);
+void vmb_pagemap_set_valid(vmb_pagemap *m, uint64_t i, int valid);
+/* The page fingerprints of @len bytes of a chunk into @out. */
+void vmb_pagemap_hash(const vmb_keys *k, const uint8_t *buf, uint32_t len,
+		      uint8_t *out);
+/* Name a map being written after @index (the disk's stored index):
+ * 1 done, 0 not (the map is then dropped at close). */
+int vmb_pagemap_commit(vmb_repo *r, vmb_pagemap *m, const char *index);
+void vmb_pagemap_remove(vmb_repo *r, const char *index);
+void vmb_pagemap_close(vmb_pagemap *m); /* NULL is fine */
+
 #endif

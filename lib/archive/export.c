@@ -795,7 +795,7 @@ VMB_EXTERN(int) vmb_repo_export(vmb_repo *r, const char *snap_ref,
 		goto out;
 	}
 	o.path = tmp;
-	o.enc = opts->encrypt && r->keys.encrypted;
+	o.enc = opts->encrypt && r->keys->encrypted;
 
 	rc = create_tmp(&o, tmp, 0600);
 	if (rc)

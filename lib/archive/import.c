@@ -809,7 +809,7 @@ VMB_EXTERN(int) vmb_repo_import(vmb_repo *r, const char *archive,
 			}
 			s.consumed += 4 + kblen;
 		} else {
-			if (!r->keys.encrypted) {
+			if (!r->keys->encrypted) {
 				rc = vmb_error_set(VMB_EAUTH, "%s is encrypted "
 						   "and this repository is not: "
 						   "it can only be imported into "

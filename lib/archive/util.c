@@ -31,7 +31,7 @@ void vmb_archive__hash_hex(crypto_hash_sha256_state *h, char hex[65])
 
 void vmb_archive__export_key(const vmb_repo *r, uint8_t key[32])
 {
-	crypto_kdf_derive_from_key(key, 32, X_SUBKEY, X_CONTEXT, r->master);
+	crypto_kdf_derive_from_key(key, 32, X_SUBKEY, X_CONTEXT, r->keys->master);
 }
 
 char *vmb_archive__safe_name(const char *s, const char *fallback)

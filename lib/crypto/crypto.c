@@ -37,14 +37,36 @@ void vmb_crypto_derive(const uint8_t master[VMB_MASTER_KEY_BYTES],
 	static const char ctx[crypto_kdf_CONTEXTBYTES] = { 'v', 'm', 'b', 'k',
 							   'e', 'y', 's', '1' };
 	vmb_crypto_init();
-	memset(k, 0, sizeof *k);
+	/* @master may be k->master itself: derive from there */
+	if (master != k->master)
+		memcpy(k->master, master, VMB_MASTER_KEY_BYTES);
 	k->encrypted = encrypted;
-	crypto_kdf_derive_from_key(k->enc, sizeof k->enc, 1, ctx, master);
-	crypto_kdf_derive_from_key(k->id, sizeof k->id, 2, ctx, master);
-	crypto_kdf_derive_from_key(k->mac, sizeof k->mac, 3, ctx, master);
+	k->cipher = VMB_CIPHER_XCHACHA;
+	crypto_kdf_derive_from_key(k->enc, sizeof k->enc, 1, ctx, k->master);
+	crypto_kdf_derive_from_key(k->id, sizeof k->id, 2, ctx, k->master);
+	crypto_kdf_derive_from_key(k->mac, sizeof k->mac, 3, ctx, k->master);
 	for (int i = 0; i < 3; i++)
 		crypto_kdf_derive_from_key(k->fp + 64 * i, 64, 4 + (uint64_t)i,
-					   ctx, master);
+					   ctx, k->master);
+}
+
+vmb_keys *vmb_crypto_keys_new(void)
+{
+	vmb_keys *k;
+	if (vmb_crypto_init())
+		return NULL;
+	/* guarded pages, mlock()ed (best effort) and MADV_DONTDUMP */
+	k = sodium_malloc(sizeof *k);
+	if (k)
+		sodium_memzero(k, sizeof *k);
+	return k;
+}
+
+void vmb_crypto_keys_free(vmb_keys *k)
+{
+	/* sodium_free() wipes the whole allocation before unmapping it */
+	if (k)
+		sodium_free(k);
 }
 
 void vmb_crypto_chunk_id(const vmb_keys *k, const void *data, size_t len,
@@ -183,7 +205,7 @@ int vmb_crypto_wrap_key(const uint8_t master[VMB_MASTER_KEY_BYTES],
 			const char *pass, size_t passlen, int encrypted,
 			char **json)
 {
-	uint8_t salt[crypto_pwhash_SALTBYTES], kek[32];
+	uint8_t salt[crypto_pwhash_SALTBYTES];
 	uint8_t sealed[VMB_SEAL_NONCE_BYTES + VMB_MASTER_KEY_BYTES +
 		       VMB_SEAL_TAG_BYTES];
 	char hsalt[2 * sizeof salt + 1], hsealed[2 * sizeof sealed + 1];
@@ -191,7 +213,7 @@ int vmb_crypto_wrap_key(const uint8_t master[VMB_MASTER_KEY_BYTES],
 	unsigned long long ops;
 	size_t mem;
 	vmb_buf b;
-	vmb_keys k;
+	vmb_keys *k;
 
 	*json = NULL;
 	vmb_crypto_init();
@@ -207,17 +229,20 @@ int vmb_crypto_wrap_key(const uint8_t master[VMB_MASTER_KEY_BYTES],
 	}
 	kdf_params(&ops, &mem);
 	randombytes_buf(salt, sizeof salt);
-	if (crypto_pwhash(kek, sizeof kek, pass, passlen, salt, ops, mem,
-			  crypto_pwhash_ALG_ARGON2ID13) != 0)
+	/* the key-encrypting key is as secret as the master key */
+	if (!(k = vmb_crypto_keys_new()))
+		return vmb_error_set(VMB_ENOMEM, "cannot allocate locked "
+				     "memory for a key");
+	if (crypto_pwhash(k->enc, sizeof k->enc, pass, passlen, salt, ops,
+			  mem, crypto_pwhash_ALG_ARGON2ID13) != 0) {
+		vmb_crypto_keys_free(k);
 		return vmb_error_set(VMB_ENOMEM,
 				     "not enough memory for Argon2id (%zu bytes)",
 				     mem);
-	memset(&k, 0, sizeof k);
-	memcpy(k.enc, kek, sizeof kek);
-	vmb_crypto_seal(&k, key_ad, sizeof key_ad - 1, master,
+	}
+	vmb_crypto_seal(k, key_ad, sizeof key_ad - 1, master,
 			VMB_MASTER_KEY_BYTES, sealed);
-	sodium_memzero(&k, sizeof k);
-	sodium_memzero(kek, sizeof kek);
+	vmb_crypto_keys_free(k);
 	vmb_hex(salt, sizeof salt, hsalt);
 	vmb_hex(sealed, sizeof sealed, hsealed);
 	vmb_buf_printf(&b, "{\"version\":1,\"kdf\":\"argon2id13\","
@@ -228,20 +253,15 @@ int vmb_crypto_wrap_key(const uint8_t master[VMB_MASTER_KEY_BYTES],
 	return *json ? 0 : VMB_ENOMEM;
 }
 
-int vmb_crypto_unwrap_key(const char *json, size_t len, const char *pass,
-			  size_t passlen, const char *what,
-			  uint8_t master[VMB_MASTER_KEY_BYTES], int *encrypted)
+int vmb_crypto_parse_key_file(const char *json, size_t len, const char *what,
+			      vmb_key_file *kf)
 {
 	vmb_json *j;
 	const char *kdf, *hsalt, *hsealed;
-	uint64_t ops, mem, ver;
-	uint8_t salt[crypto_pwhash_SALTBYTES], kek[32];
-	uint8_t sealed[VMB_SEAL_NONCE_BYTES + VMB_MASTER_KEY_BYTES +
-		       VMB_SEAL_TAG_BYTES];
-	vmb_keys k;
+	uint64_t ver;
 	int r;
 
-	vmb_crypto_init();
+	memset(kf, 0, sizeof *kf);
 	r = vmb_json_parse(json, len, what, &j);
 	if (r)
 		return r;
@@ -254,50 +274,78 @@ int vmb_crypto_unwrap_key(const char *json, size_t len, const char *pass,
 	}
 	if (strcmp(kdf, "none") == 0) {
 		const char *hk = vmb_json_str(j, "key");
-		if (!hk || vmb_unhex(hk, master, VMB_MASTER_KEY_BYTES)) {
+		if (!hk || vmb_unhex(hk, kf->key, sizeof kf->key)) {
 			vmb_error_set(VMB_ECORRUPT, "%s: damaged key", what);
 			goto out;
 		}
-		*encrypted = 0;
 		r = 0;
 		goto out;
 	}
 	if (strcmp(kdf, "argon2id13") != 0 ||
-	    vmb_json_u64(j, "opslimit", &ops) ||
-	    vmb_json_u64(j, "memlimit", &mem) ||
+	    vmb_json_u64(j, "opslimit", &kf->opslimit) ||
+	    vmb_json_u64(j, "memlimit", &kf->memlimit) ||
 	    !(hsalt = vmb_json_str(j, "salt")) ||
 	    !(hsealed = vmb_json_str(j, "sealed_key")) ||
-	    vmb_unhex(hsalt, salt, sizeof salt) ||
-	    vmb_unhex(hsealed, sealed, sizeof sealed)) {
+	    vmb_unhex(hsalt, kf->salt, sizeof kf->salt) ||
+	    vmb_unhex(hsealed, kf->sealed, sizeof kf->sealed)) {
 		vmb_error_set(VMB_ECORRUPT, "%s: damaged key file", what);
 		goto out;
 	}
 	/* refuse parameters that would let a hostile key file exhaust us */
-	if (ops < crypto_pwhash_OPSLIMIT_MIN || ops > 64 ||
-	    mem < crypto_pwhash_MEMLIMIT_MIN || mem > (4ULL << 30)) {
+	if (kf->opslimit < crypto_pwhash_OPSLIMIT_MIN || kf->opslimit > 64 ||
+	    kf->memlimit < crypto_pwhash_MEMLIMIT_MIN ||
+	    kf->memlimit > (4ULL << 30)) {
 		vmb_error_set(VMB_ECORRUPT,
 			      "%s: key file has unreasonable KDF parameters",
 			      what);
 		goto out;
 	}
-	if (crypto_pwhash(kek, sizeof kek, pass, passlen, salt, ops,
-			  (size_t)mem, crypto_pwhash_ALG_ARGON2ID13) != 0) {
-		r = vmb_error_set(VMB_ENOMEM,
-				  "not enough memory for Argon2id");
+	kf->encrypted = 1;
+	r = 0;
+out:
+	vmb_json_free(j);
+	if (r)
+		sodium_memzero(kf, sizeof *kf);
+	return r;
+}
+
+int vmb_crypto_unwrap_key(const char *json, size_t len, const char *pass,
+			  size_t passlen, const char *what,
+			  uint8_t master[VMB_MASTER_KEY_BYTES], int *encrypted)
+{
+	vmb_key_file kf;
+	vmb_keys *k;
+	int r;
+
+	vmb_crypto_init();
+	r = vmb_crypto_parse_key_file(json, len, what, &kf);
+	if (r)
+		return r;
+	if (!kf.encrypted) {
+		memcpy(master, kf.key, VMB_MASTER_KEY_BYTES);
+		*encrypted = 0;
 		goto out;
 	}
-	memset(&k, 0, sizeof k);
-	memcpy(k.enc, kek, sizeof kek);
-	if (vmb_crypto_open(&k, key_ad, sizeof key_ad - 1, sealed,
-			    sizeof sealed, master) != 0) {
+	/* the key-encrypting key is as secret as the master key */
+	k = vmb_crypto_keys_new();
+	if (!k) {
+		r = vmb_error_set(VMB_ENOMEM, "cannot allocate locked memory "
+				  "for a key");
+		goto out;
+	}
+	if (crypto_pwhash(k->enc, sizeof k->enc, pass, passlen, kf.salt,
+			  kf.opslimit, (size_t)kf.memlimit,
+			  crypto_pwhash_ALG_ARGON2ID13) != 0) {
+		r = vmb_error_set(VMB_ENOMEM,
+				  "not enough memory for Argon2id");
+	} else if (vmb_crypto_open(k, key_ad, sizeof key_ad - 1, kf.sealed,
+				   sizeof kf.sealed, master) != 0) {
 		r = vmb_error_set(VMB_EAUTH, "wrong passphrase");
 	} else {
 		*encrypted = 1;
-		r = 0;
 	}
-	sodium_memzero(&k, sizeof k);
-	sodium_memzero(kek, sizeof kek);
+	vmb_crypto_keys_free(k);
 out:
-	vmb_json_free(j);
+	sodium_memzero(&kf, sizeof kf);
 	return r;
 }

@@ -22,9 +22,16 @@
  * 8 bytes followed by 4 zero bytes (docs/repository-format.md). */
 #define VMB_AESGCM_SALT_BYTES 16
 
+/*
+ * Every copy of key material lives in one of these, allocated with
+ * vmb_crypto_keys_new(): libsodium's guarded heap (mlock()ed, excluded
+ * from core dumps with MADV_DONTDUMP, wiped by vmb_crypto_keys_free()).
+ * Never on the stack or in plain malloc()ed memory, never in a log.
+ */
 typedef struct vmb_keys {
 	int encrypted;                      /* seal blobs with enc */
 	int cipher;                         /* VMB_CIPHER_* */
+	uint8_t master[VMB_MASTER_KEY_BYTES]; /* for key management */
 	uint8_t enc[32];                    /* sealing key (both ciphers) */
 	uint8_t id[32];                     /* keyed BLAKE2b for chunk ids */
 	uint8_t mac[32];                    /* keyed BLAKE2b MAC (plain repos) */
@@ -34,10 +41,16 @@ typedef struct vmb_keys {
 /* sodium_init() once; returns 0 or VMB_EGENERIC. */
 int vmb_crypto_init(void);
 
+/* A zeroed vmb_keys in locked memory (see above), or NULL. */
+vmb_keys *vmb_crypto_keys_new(void);
+/* Wipe and free; accepts NULL. */
+void vmb_crypto_keys_free(vmb_keys *k);
+
 /* Fill @out with random bytes. */
 void vmb_crypto_random(void *out, size_t len);
 
-/* Derive the subkeys from the master key. */
+/* Copy @master into k->master (it may be k->master already) and derive
+ * the subkeys from it; k->cipher is reset to XChaCha20. */
 void vmb_crypto_derive(const uint8_t master[VMB_MASTER_KEY_BYTES],
 		       int encrypted, vmb_keys *k);
 
@@ -82,7 +95,24 @@ void vmb_crypto_mac(const vmb_keys *k, const uint8_t *ad, size_t adlen,
 int vmb_crypto_wrap_key(const uint8_t master[VMB_MASTER_KEY_BYTES],
 			const char *pass, size_t passlen, int encrypted,
 			char **json);
-/* VMB_EAUTH for a wrong passphrase, VMB_ECORRUPT for a damaged file. */
+/* A key file's members (docs/repository-format.md, "Keys"). */
+typedef struct vmb_key_file {
+	int encrypted;               /* 0: kdf "none", the key is in @key */
+	uint64_t opslimit, memlimit; /* Argon2id, within the caps */
+	uint8_t salt[16];
+	uint8_t sealed[VMB_SEAL_NONCE_BYTES + VMB_MASTER_KEY_BYTES +
+		       VMB_SEAL_TAG_BYTES];
+	uint8_t key[VMB_MASTER_KEY_BYTES];
+} vmb_key_file;
+
+/* Parse a key file (hostile input): VMB_ECORRUPT naming @what unless
+ * every member is there, well formed, and the KDF parameters are within
+ * the caps (opslimit <= 64, memlimit <= 4 GiB).  The caller wipes @kf. */
+int vmb_crypto_parse_key_file(const char *json, size_t len, const char *what,
+			      vmb_key_file *kf);
+
+/* VMB_EAUTH for a wrong passphrase, VMB_ECORRUPT for a damaged file.
+ * @master should be in a vmb_keys (locked memory). */
 int vmb_crypto_unwrap_key(const char *json, size_t len, const char *pass,
 			  size_t passlen, const char *what,
 			  uint8_t master[VMB_MASTER_KEY_BYTES], int *encrypted);

@@ -294,10 +294,10 @@ static void chunk_job(void *arg, int worker)
 	e->kind = VMB_CHUNK_DATA;
 	uint8_t *pages = vmb_pagemap_slot(c->newmap, j->idx);
 	if (pages) {
-		vmb_pagemap_hash(&r->keys, j->buf, j->len, pages);
+		vmb_pagemap_hash(r->keys, j->buf, j->len, pages);
 		vmb_pagemap_set_valid(c->newmap, j->idx, 1);
 	}
-	vmb_crypto_fingerprint(&r->keys, j->buf, j->len, e->fp);
+	vmb_crypto_fingerprint(r->keys, j->buf, j->len, e->fp);
 	if (c->parent && j->idx < c->parent->count &&
 	    c->parent->e[j->idx].kind == VMB_CHUNK_DATA &&
 	    vmb_index_chunk_len(c->parent, j->idx) == j->len &&
@@ -321,7 +321,7 @@ static void chunk_job(void *arg, int worker)
 			goto out;
 	}
 store:
-	vmb_crypto_chunk_id(&r->keys, j->buf, j->len, e->id);
+	vmb_crypto_chunk_id(r->keys, j->buf, j->len, e->id);
 	char name[80];
 	uint64_t sz;
 	int heal = vmb_idset_has(c->damaged, e->id);
@@ -354,7 +354,7 @@ store:
 	s->heal = heal;
 	memcpy(s->name, name, sizeof s->name);
 	s->blob = get_obuf(c);
-	rc = vmb_blob_encode(&r->keys, VMB_BLOB_CHUNK, e->id, 32, j->buf,
+	rc = vmb_blob_encode(r->keys, VMB_BLOB_CHUNK, e->id, 32, j->buf,
 			     j->len, r->zstd_level, ws->cctx, s->blob, &s->n);
 	if (rc) {
 		put_obuf(c, s->blob);
@@ -459,7 +459,7 @@ static void patch_pages(struct bctx *c, const struct job *j)
 	}
 	memcpy(out, in, (size_t)((clen + VMB_PAGE_BYTES - 1) / VMB_PAGE_BYTES) * 16);
 	for (uint32_t k = 0; k < j->nruns; k++) {
-		vmb_pagemap_hash(&c->r->keys, j->buf + pos, j->runs[k].len,
+		vmb_pagemap_hash(c->r->keys, j->buf + pos, j->runs[k].len,
 				 out + (size_t)(j->runs[k].off / VMB_PAGE_BYTES) * 16);
 		pos += j->runs[k].len;
 	}
@@ -802,7 +802,7 @@ static int end_check(vmb_repo *r, const char *start_epoch,
 		rc = vmb_index_encode(&ixs[d], &ib, &ilen);
 		if (rc)
 			break;
-		vmb_crypto_chunk_id(&r->keys, ib, ilen, hid);
+		vmb_crypto_chunk_id(r->keys, ib, ilen, hid);
 		vmb_hex(hid, 32, hex);
 		snprintf(iname, sizeof iname, "indexes/%s", hex);
 		rc = vmb_target_stat(r->t, iname, &isz, NULL);
@@ -863,7 +863,7 @@ static int end_check(vmb_repo *r, const char *start_epoch,
 			rc = vmb_disk_read(disks[d], buf, i * ix->chunk_size, len);
 			if (rc)
 				break;
-			vmb_crypto_chunk_id(&r->keys, buf, len, id);
+			vmb_crypto_chunk_id(r->keys, buf, len, id);
 			if (memcmp(id, ix->e[i].id, 32) != 0) {
 				rc = vmb_error_set(VMB_EIO, "a concurrent GC "
 						   "removed chunk %s and the source "
@@ -871,7 +871,7 @@ static int end_check(vmb_repo *r, const char *start_epoch,
 						   "backup again", name + 10);
 				break;
 			}
-			rc = vmb_blob_encode(&r->keys, VMB_BLOB_CHUNK, id, 32,
+			rc = vmb_blob_encode(r->keys, VMB_BLOB_CHUNK, id, 32,
 					     buf, len, r->zstd_level, cctx, out,
 					     &n);
 			if (!rc)
@@ -1107,7 +1107,7 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 	{
 		uint8_t h[32];
 		char hex[65];
-		vmb_crypto_chunk_id(&r->keys, snap.vm, strlen(snap.vm), h);
+		vmb_crypto_chunk_id(r->keys, snap.vm, strlen(snap.vm), h);
 		vmb_hex(h, 16, hex);
 		snprintf(vm_lock, sizeof vm_lock, "locks/vm-%s", hex);
 		char what[300];
@@ -1353,7 +1353,7 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 		rc = vmb_index_encode(&ixs[i], &ib, &ilen);
 		if (rc)
 			break;
-		vmb_crypto_chunk_id(&r->keys, ib, ilen, hid);
+		vmb_crypto_chunk_id(r->keys, ib, ilen, hid);
 		vmb_hex(hid, 32, m->index);
 		snprintf(iname, sizeof iname, "indexes/%s", m->index);
 		uint64_t isz;

@@ -17,7 +17,7 @@
 static int check_new_pass(const vmb_repo *r, const char *pass,
 			  const char *what)
 {
-	if (!r->keys.encrypted)
+	if (!r->keys->encrypted)
 		return vmb_error_set(VMB_ENOTSUP, "%s: the repository is not "
 				     "encrypted: it has no passphrase to %s",
 				     vmb_target_url(r->t), what);
@@ -60,7 +60,7 @@ VMB_EXTERN(int) vmb_repo_key_change(vmb_repo *r, const char *new_passphrase)
 	int rc = check_new_pass(r, new_passphrase, "change");
 	if (rc)
 		return rc;
-	rc = vmb_crypto_wrap_key(r->master, new_passphrase,
+	rc = vmb_crypto_wrap_key(r->keys->master, new_passphrase,
 				 strlen(new_passphrase), 1, &json);
 	if (rc)
 		return rc;
@@ -114,7 +114,7 @@ VMB_EXTERN(int) vmb_repo_key_add(vmb_repo *r, const char *passphrase,
 					     "key file name");
 	}
 	vmb_error_clear();
-	rc = vmb_crypto_wrap_key(r->master, passphrase, strlen(passphrase), 1,
+	rc = vmb_crypto_wrap_key(r->keys->master, passphrase, strlen(passphrase), 1,
 				 &json);
 	if (rc)
 		return rc;

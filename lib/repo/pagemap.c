@@ -97,7 +97,7 @@ static void pm_mac(vmb_repo *r, const struct vmb_pagemap *m,
 {
 	static const char domain[] = "vmb page map 1";
 	crypto_generichash_state st;
-	crypto_generichash_init(&st, r->keys.id, sizeof r->keys.id, 32);
+	crypto_generichash_init(&st, r->keys->id, sizeof r->keys->id, 32);
 	crypto_generichash_update(&st, (const uint8_t *)domain, sizeof domain);
 	crypto_generichash_update(&st, (const uint8_t *)index,
 				  strlen(index) + 1);

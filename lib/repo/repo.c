@@ -116,7 +116,7 @@ int vmb_repo__put_object(vmb_repo *r, int type, const char *name,
 	if (vmb_target_get(r->t, name, &back, &blen) == 0) {
 		size_t plen = vmb_blob_plain_len(back, blen), got;
 		uint8_t *out = plen ? vmb_malloc(plen) : NULL;
-		if (out && vmb_blob_decode(&r->keys, type, bind, bindlen, back,
+		if (out && vmb_blob_decode(r->keys, type, bind, bindlen, back,
 					   blen, NULL, out, plen, &got,
 					   name) == 0) {
 			free(out);
@@ -144,7 +144,7 @@ int vmb_repo__put_blob(vmb_repo *r, int type, const char *name,
 	int rc;
 	if (!buf)
 		return VMB_ENOMEM;
-	rc = vmb_blob_encode(&r->keys, type, bind, bindlen, plain, len,
+	rc = vmb_blob_encode(r->keys, type, bind, bindlen, plain, len,
 			     r->zstd_level > 0 ? r->zstd_level : 0, NULL, buf,
 			     &n);
 	if (!rc)
@@ -181,7 +181,7 @@ int vmb_repo__get_blob(vmb_repo *r, int type, const char *name,
 		free(raw);
 		return VMB_ENOMEM;
 	}
-	rc = vmb_blob_decode(&r->keys, type, bind, bindlen, raw, rawlen, NULL,
+	rc = vmb_blob_decode(r->keys, type, bind, bindlen, raw, rawlen, NULL,
 			     out, plen, len, what);
 	free(raw);
 	if (rc) {
@@ -209,7 +209,7 @@ int vmb_repo__get_chunk(vmb_repo *r, const uint8_t id[32], ZSTD_DCtx *dctx,
 		return rc;
 	snprintf(what, sizeof what, "%s: chunk %s", vmb_target_url(r->t),
 		 name + 10);
-	rc = vmb_blob_decode(&r->keys, VMB_BLOB_CHUNK, id, 32, raw, rawlen,
+	rc = vmb_blob_decode(r->keys, VMB_BLOB_CHUNK, id, 32, raw, rawlen,
 			     dctx, out, cap, len, what);
 	free(raw);
 	return rc;
@@ -291,8 +291,9 @@ VMB_EXTERN(int) vmb_repo_init(const char *url, const char *passphrase,
 			      const vmb_repo_init_options *opts)
 {
 	vmb_repo_init_options def = VMB_REPO_INIT_OPTIONS_INIT;
-	uint8_t master[VMB_MASTER_KEY_BYTES], rid[16];
+	uint8_t rid[16];
 	char hid[33], *keyjson = NULL;
+	vmb_keys *mk = NULL;
 	vmb_target *t = NULL;
 	uint64_t sz;
 	vmb_buf b;
@@ -337,13 +338,19 @@ VMB_EXTERN(int) vmb_repo_init(const char *url, const char *passphrase,
 	}
 	if (rc != VMB_ENOTFOUND)
 		goto out;
-	vmb_crypto_random(master, sizeof master);
+	if (!(mk = vmb_crypto_keys_new())) {
+		rc = vmb_error_set(VMB_ENOMEM, "cannot allocate locked memory "
+				   "for the master key");
+		goto out;
+	}
+	vmb_crypto_random(mk->master, sizeof mk->master);
 	vmb_crypto_random(rid, sizeof rid);
 	vmb_hex(rid, sizeof rid, hid);
-	rc = vmb_crypto_wrap_key(master, passphrase ? passphrase : "",
+	rc = vmb_crypto_wrap_key(mk->master, passphrase ? passphrase : "",
 				 passphrase ? strlen(passphrase) : 0,
 				 opts->encrypted, &keyjson);
-	sodium_memzero(master, sizeof master);
+	vmb_crypto_keys_free(mk);
+	mk = NULL;
 	if (rc)
 		goto out;
 	/* the key first: a config without a key would be a broken repo */
@@ -371,6 +378,7 @@ VMB_EXTERN(int) vmb_repo_init(const char *url, const char *passphrase,
 	rc = vmb_target_put(t, "config", b.data, b.len);
 	vmb_buf_free(&b);
 out:
+	vmb_crypto_keys_free(mk);
 	if (keyjson) {
 		sodium_memzero(keyjson, strlen(keyjson));
 		free(keyjson);
@@ -430,7 +438,7 @@ VMB_EXTERN(int) vmb_repo_open(const char *url, const char *passphrase,
 			      vmb_repo **out)
 {
 	vmb_repo *r;
-	uint8_t master[VMB_MASTER_KEY_BYTES];
+	uint8_t *master;
 	int rc, encrypted = 0;
 	void *ep = NULL;
 	size_t eplen;
@@ -442,6 +450,14 @@ VMB_EXTERN(int) vmb_repo_open(const char *url, const char *passphrase,
 	if (!r)
 		return VMB_ENOMEM;
 	pthread_mutex_init(&r->known_lock, NULL);
+	/* the master key is unwrapped straight into locked memory */
+	if (!(r->keys = vmb_crypto_keys_new())) {
+		pthread_mutex_destroy(&r->known_lock);
+		free(r);
+		return vmb_error_set(VMB_ENOMEM, "cannot allocate locked "
+				     "memory for the keys");
+	}
+	master = r->keys->master;
 	rc = vmb_target_open(url, &r->t);
 	if (rc)
 		goto fail;
@@ -471,10 +487,8 @@ VMB_EXTERN(int) vmb_repo_open(const char *url, const char *passphrase,
 	}
 	if (rc)
 		goto fail;
-	vmb_crypto_derive(master, encrypted, &r->keys);
-	r->keys.cipher = r->cipher;
-	memcpy(r->master, master, sizeof master);
-	sodium_memzero(master, sizeof master);
+	vmb_crypto_derive(master, encrypted, r->keys);
+	r->keys->cipher = r->cipher;
 	/* the GC epoch decides whether the local chunk cache is valid */
 	snprintf(r->gc_epoch, sizeof r->gc_epoch, "0");
 	if (vmb_target_get(r->t, "state/gc-epoch", &ep, &eplen) == 0) {
@@ -490,7 +504,6 @@ VMB_EXTERN(int) vmb_repo_open(const char *url, const char *passphrase,
 	*out = r;
 	return 0;
 fail:
-	sodium_memzero(master, sizeof master);
 	vmb_repo_close(r);
 	return rc;
 }
@@ -504,8 +517,7 @@ VMB_EXTERN(void) vmb_repo_close(vmb_repo *r)
 	vmb_target_close(r->t);
 	vmb_idset_free(&r->known);
 	pthread_mutex_destroy(&r->known_lock);
-	sodium_memzero(&r->keys, sizeof r->keys);
-	sodium_memzero(r->master, sizeof r->master);
+	vmb_crypto_keys_free(r->keys);
 	free(r->url);
 	free(r);
 }
@@ -522,13 +534,13 @@ VMB_EXTERN(uint32_t) vmb_repo_chunk_size(const vmb_repo *r)
 
 VMB_EXTERN(int) vmb_repo_encrypted(const vmb_repo *r)
 {
-	return r->keys.encrypted;
+	return r->keys->encrypted;
 }
 
 VMB_EXTERN(const char *) vmb_repo_cipher(const vmb_repo *r)
 {
-	return !r->keys.encrypted ? "none"
-				  : vmb_crypto_cipher_name(r->keys.cipher);
+	return !r->keys->encrypted ? "none"
+				  : vmb_crypto_cipher_name(r->keys->cipher);
 }
 
 VMB_EXTERN(int) vmb_cipher_available(int cipher)

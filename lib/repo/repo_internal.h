@@ -26,13 +26,12 @@ struct vmb_repo {
 	uint32_t chunk_size;
 	int zstd_level;
 	int cipher;         /* VMB_CIPHER_* of lib/crypto, from config */
-	vmb_keys keys;
+	vmb_keys *keys;     /* locked memory (vmb_crypto_keys_new) */
 	pthread_mutex_t known_lock;
 	vmb_idset known;    /* chunk ids known to be stored */
 	int known_loaded;   /* the local cache was merged in */
 	char gc_epoch[65];  /* "state/gc-epoch" when opened */
 	char lock_token[33];
-	uint8_t master[VMB_MASTER_KEY_BYTES]; /* for key management */
 	char key_name[128];  /* the key file the passphrase opened */
 	char *url;
 	size_t damaged_manifests; /* seen by the last snapshot listing */

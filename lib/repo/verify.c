@@ -87,7 +87,7 @@ static void verify_job(void *arg, int w)
 		} else if (rc) {
 			goto fail;
 		} else {
-			vmb_crypto_chunk_id(&c->r->keys, c->bufs[w], len, id);
+			vmb_crypto_chunk_id(c->r->keys, c->bufs[w], len, id);
 			if (sodium_memcmp(id, j->id, 32) != 0)
 				add_bad(c, j->id, "content does not match its id");
 			pthread_mutex_lock(&c->lock);

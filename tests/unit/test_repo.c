@@ -191,7 +191,7 @@ static void chunk_file(vmb_repo *r, const char *repo, const char *path,
 	if (vmb_pread_full(fd, buf, len, off) != (int64_t)len)
 		exit(1);
 	close(fd);
-	vmb_crypto_chunk_id(&r->keys, buf, len, id);
+	vmb_crypto_chunk_id(r->keys, buf, len, id);
 	vmb_chunk_name(id, name);
 	snprintf(out, outlen, "%s/%s", repo, name);
 	free(buf);
@@ -1020,7 +1020,7 @@ static void put_chunk(vmb_repo *r, const uint8_t *data, size_t len,
 {
 	char name[80];
 	uint64_t stored = 0;
-	vmb_crypto_chunk_id(&r->keys, data, len, id);
+	vmb_crypto_chunk_id(r->keys, data, len, id);
 	vmb_chunk_name(id, name);
 	CHECK_OK(vmb_repo__put_blob(r, VMB_BLOB_CHUNK, name, id, 32, data,
 				    len, &stored));

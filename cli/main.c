@@ -130,6 +130,8 @@ int cli_common_opt(int c, const char *arg)
 	return 0;
 }
 
+static int repo_open_failed;
+
 int cli_fail(int rc)
 {
 	const char *m = vmb_error_message();
@@ -137,7 +139,9 @@ int cli_fail(int rc)
 	fprintf(stderr, "vmb: %s\n", m && *m ? m : vmb_error_name(rc));
 	if (log_file)
 		fprintf(log_file, "error: %s\n", m);
-	if (rc == VMB_ECORRUPT || rc == VMB_EVERIFY)
+	/* a repository that cannot be opened (damaged config or key
+	 * file): the command could not run, exit 1; the line names the file */
+	if ((rc == VMB_ECORRUPT && !repo_open_failed) || rc == VMB_EVERIFY)
 		return EXIT_VERIFY;
 	if (rc == VMB_EINVAL && 0)
 		return EXIT_USAGE;
@@ -246,6 +250,7 @@ int cli_open_repo(const char *url, vmb_repo **out)
 		memset(pass, 0, strlen(pass));
 		free(pass);
 	}
+	repo_open_failed = rc != 0;
 	return rc;
 }
 

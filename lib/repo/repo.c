@@ -217,28 +217,18 @@ int vmb_repo__get_chunk(vmb_repo *r, const uint8_t id[32], ZSTD_DCtx *dctx,
 
 /* ---- config ---- */
 
-static int read_config(vmb_repo *r)
+int vmb_repo__parse_config(const char *text, size_t len, const char *what,
+			   vmb_repo_config *c)
 {
-	void *data = NULL;
-	size_t len;
 	vmb_json *j = NULL;
-	const char *id, *cipher;
+	const char *id, *cipher, *enc;
 	uint64_t ver, cs, lvl;
-	char what[300];
-	int rc = vmb_target_get(r->t, "config", &data, &len);
-	if (rc == VMB_ENOTFOUND)
-		return vmb_error_set(VMB_ENOTFOUND, "%s: no repository there "
-				     "(run vmb init first)",
-				     vmb_target_url(r->t));
-	if (rc)
-		return vmb_error_prefix("cannot open repository: ");
-	snprintf(what, sizeof what, "%s: config", vmb_target_url(r->t));
-	if (len > CONFIG_MAX) {
-		free(data);
+	int rc;
+
+	memset(c, 0, sizeof *c);
+	if (len > CONFIG_MAX)
 		return vmb_error_set(VMB_ECORRUPT, "%s: too large", what);
-	}
-	rc = vmb_json_parse(data, len, what, &j);
-	free(data);
+	rc = vmb_json_parse(text, len, what, &j);
 	if (rc)
 		return rc;
 	rc = vmb_error_set(VMB_ECORRUPT, "%s: not a vmbackup repository "
@@ -260,31 +250,64 @@ static int read_config(vmb_repo *r)
 		lvl = 1;
 	/* no member: a repository from before the choice, XChaCha20 */
 	cipher = vmb_json_str(j, "cipher");
-	r->cipher = VMB_CIPHER_XCHACHA;
+	c->cipher = VMB_CIPHER_XCHACHA;
 	if (cipher && strcmp(cipher, "aes256gcm") == 0) {
-		r->cipher = VMB_CIPHER_AESGCM;
-		if (!vmb_crypto_aesgcm_available()) {
-			rc = vmb_error_set(VMB_ENOTSUP, "%s: the repository is "
-					   "sealed with AES-256-GCM, which this "
-					   "machine lacks (no AES-NI/PCLMUL)",
-					   vmb_target_url(r->t));
-			goto out;
-		}
+		c->cipher = VMB_CIPHER_AESGCM;
 	} else if (cipher && strcmp(cipher, "xchacha20poly1305") != 0 &&
 		   strcmp(cipher, "none") != 0) {
 		rc = vmb_error_set(VMB_ENOTSUP, "%s: unknown cipher '%.40s'",
 				   what, cipher);
 		goto out;
 	}
-	memcpy(r->id, id, 33);
-	r->chunk_size = (uint32_t)cs;
-	r->zstd_level = (int)lvl;
+	/* every repository ever made says; the key file must agree */
+	enc = vmb_json_str(j, "encryption");
+	if (!enc || (strcmp(enc, "repokey") && strcmp(enc, "none"))) {
+		rc = vmb_error_set(VMB_ENOTSUP, "%s: unknown encryption "
+				   "'%.40s'", what, enc ? enc : "");
+		goto out;
+	}
+	c->encrypted = strcmp(enc, "repokey") == 0;
+	memcpy(c->id, id, 33);
+	c->chunk_size = (uint32_t)cs;
+	c->zstd_level = (int)lvl;
 	rc = 0;
 out:
 	vmb_json_free(j);
 	if (!rc)
 		vmb_error_clear();
 	return rc;
+}
+
+static int read_config(vmb_repo *r)
+{
+	void *data = NULL;
+	size_t len;
+	vmb_repo_config c;
+	char what[300];
+	int rc = vmb_target_get(r->t, "config", &data, &len);
+	if (rc == VMB_ENOTFOUND)
+		return vmb_error_set(VMB_ENOTFOUND, "%s: no repository there "
+				     "(run vmb init first)",
+				     vmb_target_url(r->t));
+	if (rc)
+		return vmb_error_prefix("cannot open repository: ");
+	snprintf(what, sizeof what, "%s: config", vmb_target_url(r->t));
+	rc = vmb_repo__parse_config(data, len, what, &c);
+	free(data);
+	if (rc)
+		return rc;
+	if (c.cipher == VMB_CIPHER_AESGCM && c.encrypted &&
+	    !vmb_crypto_aesgcm_available())
+		return vmb_error_set(VMB_ENOTSUP, "%s: the repository is "
+				     "sealed with AES-256-GCM, which this "
+				     "machine lacks (no AES-NI/PCLMUL)",
+				     vmb_target_url(r->t));
+	memcpy(r->id, c.id, 33);
+	r->chunk_size = c.chunk_size;
+	r->zstd_level = c.zstd_level;
+	r->cipher = c.cipher;
+	r->config_encrypted = c.encrypted;
+	return 0;
 }
 
 VMB_EXTERN(int) vmb_repo_init(const char *url, const char *passphrase,
@@ -485,6 +508,17 @@ VMB_EXTERN(int) vmb_repo_open(const char *url, const char *passphrase,
 		rc = vmb_error_set(VMB_EAUTH, "%s: a passphrase is needed",
 				   url);
 	}
+	/* the config and the key file must agree: a key file swapped for
+	 * an unencrypted one must not turn the next backups into plain
+	 * text under a key the attacker chose (docs/threat-model.md) */
+	if (rc == 0 && encrypted != r->config_encrypted)
+		rc = vmb_error_set(VMB_ECORRUPT, "%s: key file %s is %s, but "
+				   "the config says the repository is %s: "
+				   "refusing a replaced key file or config",
+				   url, r->key_name,
+				   encrypted ? "encrypted" : "unencrypted",
+				   r->config_encrypted ? "encrypted"
+						       : "unencrypted");
 	if (rc)
 		goto fail;
 	vmb_crypto_derive(master, encrypted, r->keys);

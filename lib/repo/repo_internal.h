@@ -26,6 +26,7 @@ struct vmb_repo {
 	uint32_t chunk_size;
 	int zstd_level;
 	int cipher;         /* VMB_CIPHER_* of lib/crypto, from config */
+	int config_encrypted; /* config says "encryption":"repokey" */
 	vmb_keys *keys;     /* locked memory (vmb_crypto_keys_new) */
 	pthread_mutex_t known_lock;
 	vmb_idset known;    /* chunk ids known to be stored */
@@ -37,6 +38,23 @@ struct vmb_repo {
 	size_t damaged_manifests; /* seen by the last snapshot listing */
 	char first_damaged[33];
 };
+
+/* The members of `config` vmb uses (docs/repository-format.md). */
+typedef struct vmb_repo_config {
+	char id[33];
+	uint32_t chunk_size;
+	int zstd_level;
+	int cipher;    /* VMB_CIPHER_* of lib/crypto */
+	int encrypted; /* "encryption": "repokey" */
+} vmb_repo_config;
+
+/*
+ * Parse `config` (hostile: anyone with write access to the target can
+ * change it).  VMB_ECORRUPT naming @what when malformed, VMB_ENOTSUP for
+ * a newer repository version, an unknown cipher or encryption.
+ */
+int vmb_repo__parse_config(const char *text, size_t len, const char *what,
+			   vmb_repo_config *c);
 
 /* One disk in a manifest. */
 typedef struct vmb_mdisk {

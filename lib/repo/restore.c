@@ -404,7 +404,7 @@ VMB_EXTERN(int) vmb_repo_restore(vmb_repo *r, const char *ref,
 				  nthreads, opts, &p,
 				  &res->bytes_written);
 		if (rc)
-			vmb_error_prefix("restoring disk %s: ", m->name);
+			vmb_error_prefix("snapshot %s disk %s: ", s->id, m->name);
 		free(path);
 		if (rc)
 			goto out;

@@ -338,6 +338,11 @@ VMB_EXTERN(int) vmb_hv_parse_source(const char *source, char plugin[32],
 		*rest = source;
 		return 0;
 	}
+	if (folder_holds_one(source, "vmx")) {
+		snprintf(plugin, 32, "vmware");
+		*rest = source;
+		return 0;
+	}
 	snprintf(plugin, 32, "file");
 	*rest = source;
 	return 0;

@@ -92,9 +92,13 @@ static int find_settings(const char *arg, char out[PATH_MAX])
 					     strerror(errno));
 		while ((e = readdir(d)) && seen++ < 100000)
 			if (e->d_name[0] != '.' && ends_with(e->d_name, ".vbox")) {
-				if (n++ == 0)
-					snprintf(out, PATH_MAX, "%s/%s", real,
-						 e->d_name);
+				if (n++ == 0 &&
+				    snprintf(out, PATH_MAX, "%s/%s", real,
+					     e->d_name) >= PATH_MAX) {
+					closedir(d);
+					return vmb_error_set(VMB_EINVAL, "%s: "
+							     "path too long", arg);
+				}
 			}
 		closedir(d);
 		if (n != 1)

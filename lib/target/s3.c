@@ -43,6 +43,7 @@
 #include "common/util.h"
 /* libcurl is loaded on first use: curl_* are its function table */
 #include "curl_dl.h"
+#include "s3_xml.h"
 #include "sigv4.h"
 #include "target.h"
 
@@ -166,119 +167,6 @@ static int uri_encode(vmb_buf *b, const char *s, int keep_slash)
 			return r;
 	}
 	return 0;
-}
-
-/* Find <tag>...</tag> in [p, end); returns the content span. */
-static int xml_find(const char *p, const char *end, const char *tag,
-		    const char **vs, const char **ve)
-{
-	char open[64], close[64];
-	size_t ol, cl;
-	snprintf(open, sizeof open, "<%s>", tag);
-	snprintf(close, sizeof close, "</%s>", tag);
-	ol = strlen(open);
-	cl = strlen(close);
-	for (const char *q = p; q + ol <= end; q++) {
-		if (*q != '<' || memcmp(q, open, ol) != 0)
-			continue;
-		const char *s = q + ol;
-		for (const char *e = s; e + cl <= end; e++) {
-			if (*e == '<' && memcmp(e, close, cl) == 0) {
-				*vs = s;
-				*ve = e;
-				return 1;
-			}
-		}
-		return 0;
-	}
-	return 0;
-}
-
-/* Decode XML text (entities) into a malloc'd string; NULL if malformed. */
-static char *xml_text(const char *s, const char *e)
-{
-	char *out = malloc((size_t)(e - s) + 1), *o = out;
-	if (!out)
-		return NULL;
-	while (s < e) {
-		if (*s != '&') {
-			*o++ = *s++;
-			continue;
-		}
-		const char *semi = memchr(s, ';', (size_t)(e - s));
-		size_t n;
-		if (!semi || semi - s > 10)
-			goto bad;
-		n = (size_t)(semi - s - 1);
-		if (n == 3 && !memcmp(s + 1, "amp", 3)) *o++ = '&';
-		else if (n == 2 && !memcmp(s + 1, "lt", 2)) *o++ = '<';
-		else if (n == 2 && !memcmp(s + 1, "gt", 2)) *o++ = '>';
-		else if (n == 4 && !memcmp(s + 1, "quot", 4)) *o++ = '"';
-		else if (n == 4 && !memcmp(s + 1, "apos", 4)) *o++ = '\'';
-		else if (n >= 2 && s[1] == '#') {
-			unsigned long cp = 0;
-			int hex = s[2] == 'x' || s[2] == 'X';
-			const char *d = s + (hex ? 3 : 2);
-			if (d >= semi)
-				goto bad;
-			for (; d < semi; d++) {
-				int v;
-				if (*d >= '0' && *d <= '9') v = *d - '0';
-				else if (hex && *d >= 'a' && *d <= 'f') v = *d - 'a' + 10;
-				else if (hex && *d >= 'A' && *d <= 'F') v = *d - 'A' + 10;
-				else goto bad;
-				cp = cp * (hex ? 16 : 10) + (unsigned long)v;
-				if (cp > 0x10FFFF)
-					goto bad;
-			}
-			if (cp == 0)
-				goto bad;
-			/* UTF-8 encode */
-			if (cp < 0x80) {
-				*o++ = (char)cp;
-			} else if (cp < 0x800) {
-				*o++ = (char)(0xC0 | (cp >> 6));
-				*o++ = (char)(0x80 | (cp & 0x3F));
-			} else if (cp < 0x10000) {
-				*o++ = (char)(0xE0 | (cp >> 12));
-				*o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
-				*o++ = (char)(0x80 | (cp & 0x3F));
-			} else {
-				*o++ = (char)(0xF0 | (cp >> 18));
-				*o++ = (char)(0x80 | ((cp >> 12) & 0x3F));
-				*o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
-				*o++ = (char)(0x80 | (cp & 0x3F));
-			}
-		} else {
-			goto bad;
-		}
-		s = semi + 1;
-	}
-	*o = 0;
-	return out;
-bad:
-	free(out);
-	return NULL;
-}
-
-/* "2024-01-02T03:04:05.000Z" -> Unix seconds; -1 if malformed. */
-static int64_t iso8601(const char *s)
-{
-	struct tm tm;
-	int y, mo, d, h, mi, se;
-	memset(&tm, 0, sizeof tm);
-	if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &se) != 6)
-		return -1;
-	if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
-	    se > 60)
-		return -1;
-	tm.tm_year = y - 1900;
-	tm.tm_mon = mo - 1;
-	tm.tm_mday = d;
-	tm.tm_hour = h;
-	tm.tm_min = mi;
-	tm.tm_sec = se;
-	return (int64_t)timegm(&tm);
 }
 
 /* ---- one HTTP request, with retries ---- */
@@ -405,7 +293,7 @@ static void error_code(const vmb_buf *b, char *out, size_t n)
 {
 	const char *vs, *ve;
 	out[0] = 0;
-	if (b->len && xml_find(b->data, b->data + b->len, "Code", &vs, &ve) &&
+	if (b->len && vmb_s3__xml_find(b->data, b->data + b->len, "Code", &vs, &ve) &&
 	    (size_t)(ve - vs) < n) {
 		memcpy(out, vs, (size_t)(ve - vs));
 		out[ve - vs] = 0;
@@ -601,7 +489,7 @@ static int body_has_error(const struct req *q)
 {
 	const char *vs, *ve;
 	return q->resp.len &&
-	       xml_find(q->resp.data, q->resp.data + q->resp.len, "Code", &vs,
+	       vmb_s3__xml_find(q->resp.data, q->resp.data + q->resp.len, "Code", &vs,
 			&ve) &&
 	       strstr(q->resp.data, "<Error>") != NULL;
 }
@@ -634,9 +522,9 @@ static int multipart_put(struct s3 *s, const char *name, const char *key,
 		r = http_error(s, &q, NULL);
 		goto out;
 	}
-	if (!xml_find(q.resp.data, q.resp.data + q.resp.len, "UploadId", &vs,
+	if (!vmb_s3__xml_find(q.resp.data, q.resp.data + q.resp.len, "UploadId", &vs,
 		      &ve) ||
-	    !(upload_id = xml_text(vs, ve)) || !*upload_id) {
+	    !(upload_id = vmb_s3__xml_text(vs, ve)) || !*upload_id) {
 		r = vmb_error_set(VMB_EIO, "%s: put %s: no UploadId in the "
 				  "answer to a multipart upload", s->base.url,
 				  name);
@@ -844,12 +732,6 @@ static int s3_stat(vmb_target *t, const char *name, uint64_t *size,
 	return r;
 }
 
-struct entry {
-	char *name;
-	uint64_t size;
-	int64_t mtime;
-};
-
 static int s3_list(vmb_target *t, const char *prefix, vmb_target_list_fn fn,
 		   void *payload)
 {
@@ -864,9 +746,9 @@ static int s3_list(vmb_target *t, const char *prefix, vmb_target_list_fn fn,
 	while (!r && !stop) {
 		struct req q;
 		vmb_buf qs;
-		struct entry *ents = NULL;
-		size_t nents = 0, cap = 0;
-		const char *p, *end, *vs, *ve;
+		vmb_s3_list pg;
+		vmb_s3_entry *ents = NULL;
+		size_t nents = 0;
 		int truncated = 0;
 
 		if (++pages > 1000000) {
@@ -903,70 +785,15 @@ static int s3_list(vmb_target *t, const char *prefix, vmb_target_list_fn fn,
 			vmb_buf_free(&q.resp);
 			break;
 		}
-		p = q.resp.data ? q.resp.data : "";
-		end = p + q.resp.len;
-		if (xml_find(p, end, "IsTruncated", &vs, &ve))
-			truncated = (ve - vs == 4 && !memcmp(vs, "true", 4));
 		free(token);
 		token = NULL;
-		if (truncated &&
-		    xml_find(p, end, "NextContinuationToken", &vs, &ve))
-			token = xml_text(vs, ve);
-		/* each <Contents> block */
-		while (!r && xml_find(p, end, "Contents", &vs, &ve)) {
-			const char *ks, *ke, *ss, *se, *ms, *me;
-			p = ve + strlen("</Contents>");
-			if (!xml_find(vs, ve, "Key", &ks, &ke))
-				continue;
-			char *key = xml_text(ks, ke);
-			if (!key) {
-				r = vmb_error_set(VMB_ECORRUPT, "%s: list: "
-						  "malformed key in the answer",
-						  s->base.url);
-				break;
-			}
-			if (strncmp(key, full, strlen(full)) != 0 ||
-			    !vmb_target__name_ok(key + plen)) {
-				free(key); /* not ours (or not an object name) */
-				continue;
-			}
-			struct entry e = { NULL, 0, 0 };
-			if (xml_find(vs, ve, "Size", &ss, &se)) {
-				char num[32];
-				size_t n = VMB_MIN((size_t)(se - ss), sizeof num - 1);
-				memcpy(num, ss, n);
-				num[n] = 0;
-				e.size = strtoull(num, NULL, 10);
-			}
-			if (xml_find(vs, ve, "LastModified", &ms, &me)) {
-				char d[40];
-				size_t n = VMB_MIN((size_t)(me - ms), sizeof d - 1);
-				memcpy(d, ms, n);
-				d[n] = 0;
-				e.mtime = iso8601(d);
-				if (e.mtime < 0)
-					e.mtime = 0;
-			}
-			e.name = vmb_strdup(key + plen);
-			free(key);
-			if (!e.name) {
-				r = VMB_ENOMEM;
-				break;
-			}
-			if (nents == cap) {
-				size_t nc = cap ? cap * 2 : 64;
-				struct entry *ne = realloc(ents, nc * sizeof *ne);
-				if (!ne) {
-					free(e.name);
-					r = vmb_error_set(VMB_ENOMEM,
-							  "out of memory");
-					break;
-				}
-				ents = ne;
-				cap = nc;
-			}
-			ents[nents++] = e;
-		}
+		r = vmb_s3__parse_list(q.resp.data, q.resp.len, full, plen,
+				       s->base.url, &pg);
+		truncated = pg.truncated;
+		token = pg.token;
+		pg.token = NULL;
+		ents = pg.e;
+		nents = pg.n;
 		vmb_buf_free(&q.resp);
 		/* callbacks run without any handle or lock held */
 		for (size_t i = 0; i < nents; i++) {
@@ -1060,13 +887,13 @@ static int s3_touch(vmb_target *t, const char *name)
 		   the server's clock) and rewrite the object if it stayed. */
 		const char *vs, *ve;
 		int64_t lm = -1;
-		if (q.resp.len && xml_find(q.resp.data, q.resp.data + q.resp.len,
+		if (q.resp.len && vmb_s3__xml_find(q.resp.data, q.resp.data + q.resp.len,
 					   "LastModified", &vs, &ve) &&
 		    ve - vs < 40) {
 			char d[40];
 			memcpy(d, vs, (size_t)(ve - vs));
 			d[ve - vs] = 0;
-			lm = iso8601(d);
+			lm = vmb_s3__iso8601(d);
 		}
 		if (lm >= 0 && q.date >= 0 && lm + 1 < q.date)
 			q.status = 501;

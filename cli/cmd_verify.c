@@ -39,6 +39,7 @@ static const char help[] =
 "    --runner builtin   the minimal runner (default): real mode at the\n"
 "                       boot sector, our own firmware, KVM or unicorn\n"
 "    --runner qemu      a whole OS under QEMU, disk served over NBD\n"
+"                       ($VMB_QEMU, else qemu-system-x86_64 in PATH)\n"
 "    --expect REGEX     POSIX extended regex the console (serial port,\n"
 "                       BIOS teletype, VGA text) must show; default: a\n"
 "                       boot sector that runs without a fault and\n"

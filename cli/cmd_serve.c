@@ -128,9 +128,10 @@ static char *default_socket(const char *snap)
 					   (*c >= '0' && *c <= '9') ? *c : '_');
 	name[n] = 0;
 	if (rt && *rt && access(rt, W_OK) == 0) {
-		p = malloc(strlen(rt) + 40);
+		size_t pl = strlen(rt) + 40;
+		p = malloc(pl);
 		if (p)
-			sprintf(p, "%s/vmb-%s.sock", rt, name);
+			snprintf(p, pl, "%s/vmb-%s.sock", rt, name);
 	} else {
 		p = malloc(64);
 		if (p)

@@ -71,8 +71,13 @@ static char *clean_console(const char *s, size_t n)
 			continue;
 		if (c == '\n' || c == '\t' || (c >= 0x20 && c < 0x7f))
 			*p++ = (char)c;
-		else
-			p += sprintf(p, "\\x%02x", c);
+		else {
+			static const char hex[] = "0123456789abcdef";
+			*p++ = '\\';
+			*p++ = 'x';
+			*p++ = hex[c >> 4];
+			*p++ = hex[c & 15];
+		}
 	}
 	*p = 0;
 	return o;

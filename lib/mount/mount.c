@@ -81,9 +81,11 @@ static char *component(const char *in, const char *suffix)
 		o[i] = c == '/' || c < 0x20 || c == 0x7f ? '_' : (char)c;
 	}
 	o[n] = 0;
-	if (!n || strcmp(o, ".") == 0 || strcmp(o, "..") == 0)
-		strcpy(o, "_");
-	strcat(o, suffix);
+	if (!n || strcmp(o, ".") == 0 || strcmp(o, "..") == 0) {
+		o[0] = '_';
+		n = 1;
+	}
+	memcpy(o + n, suffix, sl + 1);
 	return o;
 }
 

@@ -217,10 +217,11 @@ static int listen_on(vmb_serve *s, const vmb_serve_options *o)
 		struct stat st;
 		memset(&a, 0, sizeof a);
 		a.sun_family = AF_UNIX;
-		if (strlen(o->socket_path) >= sizeof a.sun_path)
+		size_t sl = strlen(o->socket_path);
+		if (sl >= sizeof a.sun_path)
 			return vmb_error_set(VMB_EINVAL, "socket path %s is too "
 					     "long", o->socket_path);
-		strcpy(a.sun_path, o->socket_path);
+		memcpy(a.sun_path, o->socket_path, sl + 1);
 		if (lstat(o->socket_path, &st) == 0) {
 			if (!S_ISSOCK(st.st_mode))
 				return vmb_error_set(VMB_EEXISTS, "%s exists and "

@@ -191,9 +191,10 @@ static int parse(struct fault *f, const char *spec)
 {
 	char buf[512], *save = NULL, *w;
 	int first = 1;
-	if (strlen(spec) >= sizeof buf)
+	size_t sl = strlen(spec);
+	if (sl >= sizeof buf)
 		return -1;
-	strcpy(buf, spec);
+	memcpy(buf, spec, sl + 1);
 	f->from = 1;
 	f->ms = 200;
 	f->lag = 30;
@@ -214,9 +215,10 @@ static int parse(struct fault *f, const char *spec)
 			return -1;
 		*eq++ = 0;
 		if (strcmp(w, "prefix") == 0) {
-			if (strlen(eq) >= sizeof f->prefix)
+			size_t pl = strlen(eq);
+			if (pl >= sizeof f->prefix)
 				return -1;
-			strcpy(f->prefix, eq);
+			memcpy(f->prefix, eq, pl + 1);
 			continue;
 		}
 		long v = strtol(eq, &end, 10);

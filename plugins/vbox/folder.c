@@ -497,15 +497,14 @@ int vbox_folder_fixup(void *handle, vmb_vmfolder_view *v)
 	}
 	/* the model, with the original folder: locations as written */
 	{
-		char *orig = vmb_vmfolder_view_orig_dir(v) ?
-			     malloc(strlen(vmb_vmfolder_view_orig_dir(v)) +
-				    strlen(base_name(cfg)) + 2) : NULL;
+		const char *od = vmb_vmfolder_view_orig_dir(v);
+		size_t ol = od ? strlen(od) + strlen(base_name(cfg)) + 2 : 0;
+		char *orig = od ? malloc(ol) : NULL;
 		if (!orig) {
 			rc = VMB_ENOMEM;
 			goto out;
 		}
-		sprintf(orig, "%s/%s", vmb_vmfolder_view_orig_dir(v),
-			base_name(cfg));
+		snprintf(orig, ol, "%s/%s", od, base_name(cfg));
 		rc = vbox_settings_parse(text, len, orig, &m);
 		free(orig);
 		if (rc)

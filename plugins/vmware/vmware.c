@@ -118,16 +118,17 @@ static char *resolve(const char *dir, const char *p)
 	char *out;
 	if (p[0] == '/')
 		return strdup(p);
-	out = malloc(strlen(dir) + strlen(p) + 2);
+	size_t ol = strlen(dir) + strlen(p) + 2;
+	out = malloc(ol);
 	if (out)
-		sprintf(out, "%s/%s", dir, p);
+		snprintf(out, ol, "%s/%s", dir, p);
 	return out;
 }
 
 static char *dir_of(const char *path)
 {
 	const char *s = strrchr(path, '/');
-	return s ? strndup(path, (size_t)(s - path ? s - path : 1))
+	return s ? strndup(path, s > path ? (size_t)(s - path) : 1)
 		 : strdup(".");
 }
 
@@ -477,7 +478,7 @@ static int build_folder(struct vmw_vm *v, const char *consistency,
 		if (!rc) {
 			char *a = resolve(v->dir, s);
 			if (a && ends_with(a, ".vmss")) {
-				strcpy(a + strlen(a) - 5, ".vmem");
+				memcpy(a + strlen(a) - 5, ".vmem", 5);
 				if (exists_file(a))
 					rc = vmb_vmfolder_add_file(f, a,
 						VMB_VMFOLDER_ROLE_FILE, NULL);
@@ -513,7 +514,7 @@ static int build_folder(struct vmw_vm *v, const char *consistency,
 				rc = vmb_vmfolder_add_file(f, val,
 						VMB_VMFOLDER_ROLE_SNAPSHOT, NULL);
 				if (!rc && ends_with(a, ".vmsn")) {
-					strcpy(a + strlen(a) - 5, ".vmem");
+					memcpy(a + strlen(a) - 5, ".vmem", 5);
 					if (exists_file(a))
 						rc = vmb_vmfolder_add_file(f, a,
 						  VMB_VMFOLDER_ROLE_SNAPSHOT, NULL);

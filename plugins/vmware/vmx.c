@@ -277,14 +277,14 @@ char *vmx_write(const struct vmx *x, size_t *len)
 			o = g;
 		}
 		if (!l->key) {
-			n += (size_t)sprintf(o + n, "%s\n", l->raw);
+			n += (size_t)snprintf(o + n, cap - n, "%s\n", l->raw);
 			continue;
 		}
-		n += (size_t)sprintf(o + n, "%s = \"", l->key);
+		n += (size_t)snprintf(o + n, cap - n, "%s = \"", l->key);
 		for (const unsigned char *c = (const unsigned char *)l->value; *c;
 		     c++) {
 			if (*c == '"' || *c == '|' || *c < 0x20 || *c == 0x7f)
-				n += (size_t)sprintf(o + n, "|%02X", *c);
+				n += (size_t)snprintf(o + n, cap - n, "|%02X", *c);
 			else
 				o[n++] = (char)*c;
 		}
@@ -645,9 +645,9 @@ int vmdk_desc_rewrite(const char *path, int set_cid, uint32_t cid,
 		memcpy(line, ln, ll);
 		line[ll] = 0;
 		if (set_cid && !strncasecmp(line, "CID=", 4)) {
-			n += (size_t)sprintf(o + n, "CID=%08x\n", cid);
+			n += (size_t)snprintf(o + n, cap - n, "CID=%08x\n", cid);
 		} else if (set_cid && !strncasecmp(line, "parentCID=", 10)) {
-			n += (size_t)sprintf(o + n, "parentCID=%08x\n",
+			n += (size_t)snprintf(o + n, cap - n, "parentCID=%08x\n",
 					     parent_cid);
 		} else if (hint && !strncasecmp(line, "parentFileNameHint", 18)) {
 			n += (size_t)snprintf(o + n, cap - n,
@@ -666,10 +666,10 @@ int vmdk_desc_rewrite(const char *path, int set_cid, uint32_t cid,
 						      "%s\"%s\"%s\n", line,
 						      to ? to : q0 + 1, q1 + 1);
 			} else {
-				n += (size_t)sprintf(o + n, "%s\n", line);
+				n += (size_t)snprintf(o + n, cap - n, "%s\n", line);
 			}
 		} else {
-			n += (size_t)sprintf(o + n, "%s\n", line);
+			n += (size_t)snprintf(o + n, cap - n, "%s\n", line);
 		}
 	}
 	if (d.embedded) {

@@ -52,6 +52,17 @@ setup_host() {
 	[ -f /etc/libvirt/qemu.conf ] || printf '%s' "$QEMU_CONF" >/etc/libvirt/qemu.conf
 }
 
+# Daemons must not inherit our descriptors beyond 0-2: a lock held by a
+# caller (flock around a test run) would stay held by libvirtd for ever.
+close_fds() {
+	local f n
+	for f in /proc/self/fd/*; do
+		n=${f##*/}
+		[ "$n" -gt 2 ] 2>/dev/null && eval "exec $n>&-" 2>/dev/null
+	done
+	return 0
+}
+
 start() {
 	setup_host
 	mkdir -p "$S1"
@@ -59,9 +70,9 @@ start() {
 		: # someone else's daemon: use it, leave it alone
 	else
 		pgrep -x virtlogd >/dev/null ||
-			virtlogd -d -p "$S1/virtlogd.pid" ||
+			(close_fds; exec virtlogd -d -p "$S1/virtlogd.pid") ||
 			die "virtlogd did not start"
-		libvirtd -d -p "$S1/libvirtd.pid" ||
+		(close_fds; exec libvirtd -d -p "$S1/libvirtd.pid") ||
 			die "libvirtd did not start"
 		wait_virsh qemu:///system 30 ||
 			die "libvirtd (qemu:///system) does not answer"
@@ -69,7 +80,7 @@ start() {
 	# the second host
 	mkdir -p "$S2"/{etc,run,lib,cache,log}
 	printf '%s' "$QEMU_CONF" >"$S2/etc/qemu.conf"
-	unshare -m --propagation private bash -c '
+	(close_fds; exec unshare -m --propagation private bash -c '
 		set -e
 		S=$1
 		mount --bind "$S/etc" /etc/libvirt
@@ -79,7 +90,7 @@ start() {
 		mount --bind "$S/log" /var/log/libvirt
 		virtlogd -d -p /run/libvirt/virtlogd.pid
 		exec libvirtd -p /run/libvirt/libvirtd.pid
-	' vmb-libvirt2 "$S2" >"$S2/daemon.log" 2>&1 </dev/null &
+	' vmb-libvirt2 "$S2") >"$S2/daemon.log" 2>&1 </dev/null &
 	echo $! >"$S2/pid"
 	URI2="qemu+unix:///system?socket=$S2/run/libvirt-sock"
 	wait_virsh "$URI2" 30 ||

@@ -69,7 +69,8 @@ struct machine {
 	regex_t re;
 	int have_re;
 
-	/* the write overlay: open hashing of sector numbers */
+	/* the write overlay: open hashing of sector numbers, made at the
+	 * first write */
 	uint64_t *ov_lba;        /* lba + 1; 0 = empty slot */
 	uint8_t **ov_data;
 	size_t ov_slots, ov_used;
@@ -232,6 +233,18 @@ static int disk_write(struct machine *m, uint64_t lba, uint32_t n,
 	p = guest_mem(m, src, (uint64_t)n * SECTOR);
 	if (!p)
 		return 0x09;
+	if (!m->ov_lba) {
+		m->ov_slots = 2 * OVERLAY_MAX / SECTOR;
+		m->ov_lba = calloc(m->ov_slots, sizeof *m->ov_lba);
+		m->ov_data = calloc(m->ov_slots, sizeof *m->ov_data);
+		if (!m->ov_lba || !m->ov_data) {
+			free(m->ov_lba);
+			free(m->ov_data);
+			m->ov_lba = NULL;
+			m->ov_data = NULL;
+			return 0xcc;
+		}
+	}
 	for (uint32_t i = 0; i < n; i++) {
 		size_t s = ov_find(m, lba + i);
 		if (!m->ov_lba[s]) {
@@ -399,12 +412,18 @@ static unsigned int15(struct machine *m, struct vregs *r)
 	}
 }
 
-/* ticks since midnight at 18.2 Hz, from the host's wall clock */
-static uint32_t bios_ticks(void)
+/* The guest's wall clock: the host's, unless the caller fixed it. */
+static void guest_time(struct machine *m, struct tm *tm)
 {
-	time_t t = time(NULL);
+	time_t t = m->cfg->clock ? m->cfg->clock : time(NULL);
+	gmtime_r(&t, tm);
+}
+
+/* ticks since midnight at 18.2 Hz */
+static uint32_t bios_ticks(struct machine *m)
+{
 	struct tm tm;
-	gmtime_r(&t, &tm);
+	guest_time(m, &tm);
 	return (uint32_t)((tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec) *
 			  1193182ull / 65536);
 }
@@ -413,12 +432,11 @@ static uint8_t bcd(int v) { return (uint8_t)((v / 10) << 4 | v % 10); }
 
 static unsigned int1a(struct machine *m, struct vregs *r)
 {
-	time_t t = time(NULL);
 	struct tm tm;
-	gmtime_r(&t, &tm);
+	guest_time(m, &tm);
 	switch (AH(*r)) {
 	case 0x00: {
-		uint32_t ticks = bios_ticks();
+		uint32_t ticks = bios_ticks(m);
 		SET16(r->rcx, ticks >> 16);
 		SET16(r->rdx, ticks);
 		SET_AL(*r, 0);
@@ -845,14 +863,11 @@ int boot_run(const struct boot_config *cfg, struct boot_report *rep)
 		}
 		m.have_re = 1;
 	}
-	m.ov_slots = 2 * OVERLAY_MAX / SECTOR;
-	m.ov_lba = calloc(m.ov_slots, sizeof *m.ov_lba);
-	m.ov_data = calloc(m.ov_slots, sizeof *m.ov_data);
 	m.ram = mmap(NULL, m.ram_size, PROT_READ | PROT_WRITE,
 		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (m.ram == MAP_FAILED)
 		m.ram = NULL;
-	if (!m.ov_lba || !m.ov_data || !m.ram) {
+	if (!m.ram) {
 		snprintf(rep->reason, sizeof rep->reason, "out of memory for "
 			 "a %u MiB guest", cfg->memory_mb);
 		goto out;
@@ -889,7 +904,7 @@ int boot_run(const struct boot_config *cfg, struct boot_report *rep)
 			break;
 		}
 		/* the BIOS clock the guest may poll at 0040:006C */
-		wr32(&m, 0x46c, bios_ticks());
+		wr32(&m, 0x46c, bios_ticks(&m));
 		x = m.ops->run(m.cpu, left < 0.05 ? left : 0.05, why,
 			       sizeof why);
 		switch (x) {
@@ -897,8 +912,12 @@ int boot_run(const struct boot_config *cfg, struct boot_report *rep)
 		case VX_STOP:     /* finish() said why */
 			break;
 		case VX_IDLE:     /* hlt, waiting for an interrupt that never
-				     comes: a moment later, go on */
-			nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+				     comes: a moment later, go on (with an
+				     instruction limit, time is counted in
+				     instructions) */
+			if (!cfg->max_steps)
+				nanosleep(&(struct timespec){ 0, 1000000 },
+					  NULL);
 			break;
 		case VX_HALT:
 			finish(&m, END_HALT, "the guest halted");
@@ -961,8 +980,8 @@ out:
 		m.ops->destroy(m.cpu);
 	if (m.ram)
 		munmap(m.ram, m.ram_size);
-	if (m.ov_data)
-		for (size_t i = 0; i < m.ov_slots; i++)
+	for (size_t i = 0; m.ov_used && i < m.ov_slots; i++)
+		if (m.ov_lba[i])
 			free(m.ov_data[i]);
 	free(m.ov_data);
 	free(m.ov_lba);

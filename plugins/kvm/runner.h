@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 struct boot_config {
 	/** read @p len bytes at @p off of the disk (inside its size) */
@@ -22,7 +23,10 @@ struct boot_config {
 	const char *vcpu;        /* "kvm", "unicorn", NULL: kvm if usable */
 	uint32_t memory_mb;      /* 2..2048 */
 	size_t console_limit;    /* output past this is a flood */
-	uint64_t max_steps;      /* unicorn: instruction limit, 0: none */
+	uint64_t max_steps;      /* unicorn: instruction limit, 0: none;
+				    with a limit, hlt does not sleep */
+	time_t clock;            /* the guest's wall clock, fixed; 0: the
+				    host's (the fuzz target fixes it) */
 };
 
 struct boot_report {

@@ -142,8 +142,13 @@ static void uni_destroy(struct vcpu *c)
 {
 	if (!c)
 		return;
-	if (c->uc)
+	if (c->uc) {
+		/* unicorn 2.0 frees the code bitmap of a page (made when
+		 * the guest writes near translated code) only when the
+		 * page's translations are dropped, not in uc_close() */
+		uc_ctl_remove_cache(c->uc, 0, c->ram_size);
 		uc_close(c->uc);
+	}
 	free(c);
 }
 

@@ -12,7 +12,7 @@ test_pkgs=(clang libclang-rt-14-dev nfs-ganesha nfs-ganesha-vfs rpcbind
 	libnfs-utils zstd curl python3
 	qemu-system-x86 nasm libvirt-daemon libvirt-daemon-driver-qemu
 	libvirt-clients libnbd-bin python3-libnbd libvmdk-utils python3-libvmdk python3-vmdkstream
-	fuse3 e2fsprogs
+	fuse3 e2fsprogs faketime gdb
 	syslinux syslinux-common mtools dosfstools fdisk cpio busybox-static linux-image-amd64)
 # libarchive-dev: headers only; libvmbackup dlopen()s libarchive.so.13
 # (package libarchive13, pulled in by libarchive-dev) on the first export

@@ -269,6 +269,55 @@ typedef struct vmb_check_result {
 VMB_EXTERN(int) vmb_repo_check(vmb_repo *r, vmb_check_result *result);
 
 /**
+ * What the repository is expected to hold, for vmb_repo_check_expect():
+ * the way to notice what authentication cannot show, the deletion of
+ * whole snapshots or a rollback of the repository to an older copy (see
+ * docs/threat-model.md).  Start from VMB_EXPECT_OPTIONS_INIT.
+ */
+typedef struct vmb_expect_options {
+	unsigned version;       /**< VMB_EXPECT_OPTIONS_VERSION */
+	const char *vm;         /**< only this VM (it must have snapshots);
+				     NULL: every VM in the repository, each
+				     on its own, and at least one snapshot */
+	uint64_t min_snapshots; /**< each VM holds at least this many
+				     readable snapshots; 0: no such rule */
+	int64_t max_age;        /**< each VM's newest snapshot is at most
+				     this many seconds old; 0: no such rule */
+	int64_t now;            /**< seconds since the epoch to measure ages
+				     against; 0: the system clock */
+} vmb_expect_options;
+
+#define VMB_EXPECT_OPTIONS_VERSION 1
+#define VMB_EXPECT_OPTIONS_INIT { VMB_EXPECT_OPTIONS_VERSION, NULL, 0, 0, 0 }
+
+/** What vmb_repo_check_expect() found about the expectations. */
+typedef struct vmb_expect_result {
+	uint64_t vms;           /**< VMs held to the rules */
+	uint64_t snapshots;     /**< their readable snapshots */
+	uint64_t fewest;        /**< the smallest count of one VM */
+	int64_t oldest_latest;  /**< the oldest of the VMs' newest snapshot
+				     times (seconds since the epoch); 0: no
+				     snapshot */
+	uint64_t failures;      /**< expectations not met (each is also a
+				     problem in vmb_check_result.errors) */
+} vmb_expect_result;
+
+/**
+ * vmb_repo_check(), and in the same pass the expectations of @p o (NULL:
+ * none).  A snapshot whose manifest does not authenticate counts as
+ * missing.  Each expectation not met is a problem logged like the
+ * others, one line naming the VM, the count or the age and what was
+ * expected ("VM web1: 2 snapshots, expected at least 7").  @return 0,
+ * VMB_EVERIFY if any problem was found (the error message names the
+ * first), VMB_EINVAL for bad options, or another error.
+ * @param[out] eres  may be NULL
+ */
+VMB_EXTERN(int) vmb_repo_check_expect(vmb_repo *r,
+				      const vmb_expect_options *o,
+				      vmb_check_result *result,
+				      vmb_expect_result *eres);
+
+/**
  * Take the repository's maintenance lock (prune, GC) for @p ttl seconds.
  * The lock is a lease: it expires unless renewed, so a crashed holder
  * never blocks the repository for good.  VMB_ELOCKED if someone else

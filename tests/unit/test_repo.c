@@ -1119,6 +1119,61 @@ out:
 	free(out);
 }
 
+/* expectations: counts per VM and the newest snapshot's age against a
+ * given clock (what rollback or deletion of whole snapshots changes) */
+static void test_expect(void)
+{
+	vmb_expect_options eo = VMB_EXPECT_OPTIONS_INIT;
+	vmb_expect_result er;
+	vmb_check_result cr;
+	vmb_repo *r = open_repo(P("r-enc"), PASS);
+	int64_t newest;
+
+	if (!r)
+		return;
+	eo.vm = "vm1";
+	eo.min_snapshots = 3;
+	CHECK_OK(vmb_repo_check_expect(r, &eo, &cr, &er));
+	CHECK(er.vms == 1 && er.snapshots == 3 && er.fewest == 3);
+	CHECK(er.failures == 0 && cr.errors == 0);
+	newest = er.oldest_latest;
+	CHECK(newest > 0);
+	eo.min_snapshots = 4;
+	CHECK_ERR(vmb_repo_check_expect(r, &eo, &cr, &er), VMB_EVERIFY);
+	CHECK(er.failures == 1 && cr.errors == 1);
+	CHECK(strstr(vmb_error_message(),
+		     "VM vm1: 3 snapshots, expected at least 4") != NULL);
+	/* age against a clock 100 s after the newest snapshot */
+	eo.min_snapshots = 0;
+	eo.now = newest + 100;
+	eo.max_age = 100;
+	CHECK_OK(vmb_repo_check_expect(r, &eo, &cr, &er));
+	eo.max_age = 99;
+	CHECK_ERR(vmb_repo_check_expect(r, &eo, &cr, &er), VMB_EVERIFY);
+	CHECK(strstr(vmb_error_message(), "is 1m 40s old") != NULL);
+	CHECK(strstr(vmb_error_message(), "expected within 99s") != NULL);
+	/* a VM with nothing, and every VM on its own */
+	eo.vm = "no-such-vm";
+	eo.max_age = 86400;
+	CHECK_ERR(vmb_repo_check_expect(r, &eo, &cr, &er), VMB_EVERIFY);
+	CHECK(strstr(vmb_error_message(), "VM no-such-vm: no snapshot, "
+		     "expected one within 1d") != NULL);
+	eo.vm = NULL;
+	eo.min_snapshots = 1;
+	eo.max_age = 0;
+	CHECK_OK(vmb_repo_check_expect(r, &eo, &cr, &er));
+	CHECK(er.vms >= 2 && er.snapshots == 5 && er.fewest == 1);
+	eo.min_snapshots = 2; /* other-vm has one */
+	CHECK_ERR(vmb_repo_check_expect(r, &eo, &cr, &er), VMB_EVERIFY);
+	CHECK(er.failures == er.vms - 1);
+	eo.max_age = -1;
+	CHECK_ERR(vmb_repo_check_expect(r, &eo, &cr, &er), VMB_EINVAL);
+	/* no expectations: the plain check */
+	CHECK_OK(vmb_repo_check_expect(r, NULL, &cr, NULL));
+	CHECK(cr.snapshots == 5);
+	vmb_repo_close(r);
+}
+
 int main(void)
 {
 	setenv("VMB_KDF_OPSLIMIT", "1", 1);
@@ -1133,6 +1188,7 @@ int main(void)
 	test_cancel();
 	test_multidisk();
 	test_check_and_damage();
+	test_expect();
 	test_lock();
 	test_patch_entries();
 	return test_done();

@@ -736,7 +736,7 @@ static int lv_snapshot_list(void *handle, const char *vm,
 static int snapshot_do(void *handle, const char *vm, const char *name,
 		       int revert)
 {
-	virDomainPtr d;
+	virDomainPtr d = NULL;
 	virDomainSnapshotPtr s;
 	int rc = lookup(handle, vm, &d);
 	if (rc)
@@ -798,7 +798,7 @@ static int lv_define(void *handle, const vmb_hv_define_request *req,
 
 static int lv_start(void *handle, const char *vm)
 {
-	virDomainPtr d;
+	virDomainPtr d = NULL;
 	int rc = lookup(handle, vm, &d);
 	if (rc)
 		return rc;

@@ -329,8 +329,8 @@ static int read_small(const char *path, size_t max, char **text, size_t *len)
 
 int vmx_load(const char *path, struct vmx *out)
 {
-	char *t;
-	size_t n;
+	char *t = NULL;
+	size_t n = 0;
 	int rc = read_small(path, VMX_MAX_FILE, &t, &n);
 	if (rc)
 		return rc;
@@ -570,8 +570,8 @@ int vmdk_desc_load(const char *path, struct vmdk_desc *out)
 		return vmb_error_set(VMB_ENOTSUP, "%s: this VMDK kind is not "
 				     "supported", path);
 	{
-		char *t;
-		size_t n;
+		char *t = NULL;
+		size_t n = 0;
 		rc = read_small(path, VMDK_MAX_DESC, &t, &n);
 		if (rc) {
 			vmb_error_set(VMB_EFORMAT, "%s is neither a VMDK "

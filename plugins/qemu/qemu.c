@@ -171,6 +171,8 @@ struct run {
 	uint64_t total;          /* bytes the guest printed */
 	char err[STDERR_KEEP + 1];
 	size_t err_len;
+	char tail[32];           /* the end of QEMU's stderr so far */
+	size_t tail_len;
 	int fell_back;           /* QEMU said "falling back to tcg" */
 	int status;              /* QEMU's wait status, after END_EXIT */
 	enum end end;
@@ -224,19 +226,34 @@ static void console(struct run *r, const char *p, size_t n)
 	expect_check(r);
 }
 
-/* QEMU's own messages: kept for the error line, and watched for what
- * decides the run. */
+/* QEMU's own messages: the first STDERR_KEEP bytes are kept for the
+ * error line; all of it is watched for what decides the run (with the
+ * end of the previous read, so a message split between reads is seen). */
 static void qemu_stderr(struct run *r, const char *p, size_t n)
 {
-	if (n > STDERR_KEEP - r->err_len)
-		n = STDERR_KEEP - r->err_len;
-	memcpy(r->err + r->err_len, p, n);
-	r->err_len += n;
+	static const char *const kvm_err = "KVM internal error",
+			  *const tcg = "falling back to tcg";
+	char look[sizeof r->tail + 65536];
+	size_t keep = n, len;
+	if (keep > STDERR_KEEP - r->err_len)
+		keep = STDERR_KEEP - r->err_len;
+	memcpy(r->err + r->err_len, p, keep);
+	r->err_len += keep;
 	r->err[r->err_len] = 0;
-	if (strstr(r->err, "KVM internal error"))
-		finish(r, END_KVM_ERROR);
-	if (strstr(r->err, "falling back to tcg"))
-		r->fell_back = 1;
+	while (n) {
+		size_t take = n < 65536 ? n : 65536;
+		memcpy(look, r->tail, r->tail_len);
+		memcpy(look + r->tail_len, p, take);
+		len = r->tail_len + take;
+		if (memmem(look, len, kvm_err, strlen(kvm_err)))
+			finish(r, END_KVM_ERROR);
+		if (memmem(look, len, tcg, strlen(tcg)))
+			r->fell_back = 1;
+		r->tail_len = len < sizeof r->tail ? len : sizeof r->tail;
+		memmove(r->tail, look + len - r->tail_len, r->tail_len);
+		p += take;
+		n -= take;
+	}
 }
 
 /* The first line of QEMU's messages that is not a warning, made safe. */
@@ -441,7 +458,7 @@ static void run_reset(struct run *r)
 {
 	free(r->con);
 	r->con = NULL;
-	r->len = r->cap = r->checked = r->err_len = 0;
+	r->len = r->cap = r->checked = r->err_len = r->tail_len = 0;
 	r->total = 0;
 	r->err[0] = 0;
 	r->fell_back = 0;

@@ -158,10 +158,13 @@ static void expect_check(struct machine *m, struct stream *o, int final)
 	from = o->checked > EXPECT_WINDOW ? o->checked - EXPECT_WINDOW : 0;
 	o->checked = o->len;
 	if (regexec(&m->re, o->buf + from, 0, NULL,
-		    from ? REG_NOTBOL : 0) == 0)
+		    from ? REG_NOTBOL : 0) == 0) {
+		if (final) /* the text came: that wins over how it ended */
+			m->end = END_NONE;
 		finish(m, END_MATCH, "the %s showed /%s/",
 		       o == &m->serial ? "serial console" : "screen",
 		       m->cfg->expect);
+	}
 }
 
 /* One byte of output; NUL bytes are kept as spaces. */
@@ -649,9 +652,21 @@ static uint32_t io_in(void *ctx, uint16_t port, int size)
 	}
 }
 
+/* Is the vCPU in the firmware's stubs, in real mode?  Only then is a
+ * write to PORT_FAULT or PORT_SVC + i a firmware call. */
+static int from_firmware(struct machine *m)
+{
+	struct vregs r;
+	return m->ops->get(m->cpu, &r) == 0 && !(r.cr0 & 1) &&
+	       r.cs.base == FW_BASE && r.rip < 0x200;
+}
+
 static void io_out(void *ctx, uint16_t port, int size, uint32_t v)
 {
 	struct machine *m = ctx;
+	if (port >= PORT_FAULT && port < PORT_SVC + NSVC &&
+	    !from_firmware(m))
+		return; /* the 387's ports: Linux resets the FPU there */
 	if (port == PORT_FAULT) {
 		unsigned vec = v & 0xff;
 		finish(m, END_FAULT, "guest fault: CPU exception %u (%s) in "

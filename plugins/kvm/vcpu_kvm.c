@@ -214,6 +214,9 @@ static int kvm_set(struct vcpu *c, const struct vregs *r, int all)
 		seg_to(&s.ss, &r->ss);
 		seg_to(&s.fs, &r->ds);
 		seg_to(&s.gs, &r->ds);
+		/* caches on, as a BIOS leaves them (CD and NW are set at
+		 * reset; a guest running uncached crawls) */
+		s.cr0 &= ~0x60000000ull;
 		if (ioctl(c->fd, KVM_SET_SREGS, &s) < 0)
 			return -1;
 	}

@@ -102,6 +102,17 @@ for b in $backends; do
 	hostile $b wild 3 'guest fault: write outside guest RAM at 0xc0000000'
 	hostile $b loop 3 'timeout after 3 s, without /never/' --expect never
 done
+# the 387's ports (0xf0-0xff; Linux resets the FPU there) are not calls of
+# our firmware, whose stubs use them too; and text printed just before
+# the guest halts, without a newline, still counts for --expect
+disk fpu fpu_boot
+backup fpu "$T/fpu.raw"
+for b in $backends; do
+	expect_exit 0 "$b: FPU ports, then text without a newline" "$VMB" verify "$R" \
+		fpu@latest --boot --vcpu $b --expect '^vmb-fpu-ok$' --timeout 10
+	grep -q 'serial console showed' "$T/out" && ok "$b: $(head -1 "$T/out" | sed 's/.*s: //')" ||
+		bad "$b fpu: $(cat "$T/out")"
+done
 # the flood is cut at the limit, not kept whole
 "$VMB" verify "$R" flood@latest --boot --vcpu unicorn --console-limit 65536 \
 	--json >"$T/flood.json"

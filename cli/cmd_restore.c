@@ -13,6 +13,8 @@ static const char help[] =
 "    vmb restore REPO SNAP --to DIR [--format F] --define\n"
 "                [--connect URI] [--name NEW] [--keep-macs] [--keep-uuid]\n"
 "    vmb restore REPO SNAP --to DIR [--flatten [--format F]] [--new-uuid]\n"
+"    vmb restore REPO SNAP --file PATH --to DIR [--disk NAME]\n"
+"                [--partition N] [--force] [--json]\n"
 "\n"
 "DESCRIPTION\n"
 "    Writes DIR/<disk>.<ext> for each disk of snapshot SNAP (a full id, a\n"
@@ -48,6 +50,16 @@ static const char help[] =
 "    MAC addresses), changed consistently in the configuration and in\n"
 "    the disk headers.  See docs/vm-folders.md.\n"
 "\n"
+"    With --file, only PATH (a file, a symlink or a whole folder) comes\n"
+"    back from an ext2/3/4 guest file system, read straight from the\n"
+"    repository (libext2fs, no kernel mount, no copy of the disk), into\n"
+"    DIR/NAME (\"/\" fills DIR).  Modes and times are kept, owners when\n"
+"    run as root; symlinks are made as symlinks; names that could leave\n"
+"    DIR are skipped with a warning.  The file system is the whole disk\n"
+"    if it has one, else the one ext partition (MBR or GPT; several:\n"
+"    name one with --partition).  Other file systems (NTFS, XFS, FAT...):\n"
+"    use 'vmb mount'.  See docs/instant.md.\n"
+"\n"
 "OPTIONS\n"
 "    --to DIR        destination folder (created if missing)\n"
 "    --format FMT    raw, qcow2, vmdk or vdi; vmdk:SUBFORMAT picks the\n"
@@ -79,10 +91,83 @@ static const char help[] =
 "                    and the server up\n"
 "    --flatten       VM folders: the current state only, one image per drive\n"
 "    --new-uuid      VM folders: new VM, disk and MAC identities\n"
+"    --file PATH     restore only PATH from the guest's ext2/3/4 file\n"
+"                    system (with --disk NAME: from that disk; default:\n"
+"                    the first)\n"
+"    --partition N   the file system in partition N (as Linux numbers\n"
+"                    them; 0: the whole disk)\n"
+"    --force         with --file: write into a non-empty DIR, replacing\n"
+"                    files of the same name\n"
 "    --json          print {snapshot (the id SNAP resolved to),\n"
 "                    snapshot_ref (SNAP as given), disks, bytes_total,\n"
 "                    bytes_written, seconds} (and defined: the new VM's\n"
-"                    name)\n";
+"                    name); with --file {snapshot, snapshot_ref, path,\n"
+"                    disk, partition, fs, files, dirs, symlinks,\n"
+"                    skipped, bytes, seconds}\n";
+
+/* vmb restore --file: one path out of the guest's file system */
+static int restore_file(vmb_repo *r, const char *ref, const char *path,
+			const char *disk, int partition, const char *dir,
+			int force)
+{
+	vmb_guestfs_options go = VMB_GUESTFS_OPTIONS_INIT;
+	vmb_guestfs_extract_options xo = VMB_GUESTFS_EXTRACT_OPTIONS_INIT;
+	vmb_guestfs_extract_result res;
+	vmb_snapshot *s = NULL;
+	vmb_guestfs *gfs = NULL;
+	char id[33] = "";
+	int rc;
+	go.partition = partition;
+	xo.flags = force ? VMB_GUESTFS_FORCE : 0;
+	xo.progress = cli_progress;
+	rc = vmb_repo_snapshot_find(r, ref, &s);
+	if (!rc) {
+		snprintf(id, sizeof id, "%s", vmb_snapshot_id(s));
+		if (!disk && vmb_snapshot_disk_count(s))
+			disk = vmb_snapshot_disk_name(s, 0);
+		rc = vmb_guestfs_open_snapshot(r, s, disk, &go, &gfs);
+	}
+	if (!rc)
+		rc = vmb_guestfs_extract(gfs, path, dir, &xo, &res);
+	cli_progress_done();
+	if (!rc && g.json) {
+		printf("{\"snapshot\":\"%s\",\"snapshot_ref\":", id);
+		cli_json_str(stdout, ref);
+		printf(",\"path\":");
+		cli_json_str(stdout, path);
+		printf(",\"disk\":");
+		cli_json_str(stdout, disk);
+		printf(",\"partition\":%u,\"fs\":\"%s\",\"files\":%llu,"
+		       "\"dirs\":%llu,\"symlinks\":%llu,\"skipped\":%llu,"
+		       "\"bytes\":%llu,\"seconds\":%.3f}\n",
+		       vmb_guestfs_partition(gfs), vmb_guestfs_type(gfs),
+		       (unsigned long long)res.files,
+		       (unsigned long long)res.dirs,
+		       (unsigned long long)res.symlinks,
+		       (unsigned long long)res.skipped,
+		       (unsigned long long)res.bytes, res.seconds);
+	} else if (!rc && !g.quiet) {
+		char a[32], where[32] = "whole disk";
+		if (vmb_guestfs_partition(gfs))
+			snprintf(where, sizeof where, "partition %u",
+				 vmb_guestfs_partition(gfs));
+		printf("restored %s from %s (disk %s, %s, %s): %llu file%s, "
+		       "%llu folder%s, %llu symlink%s (%s) to %s in %.1f s\n",
+		       path, id, disk, where, vmb_guestfs_type(gfs),
+		       (unsigned long long)res.files, res.files == 1 ? "" : "s",
+		       (unsigned long long)res.dirs, res.dirs == 1 ? "" : "s",
+		       (unsigned long long)res.symlinks,
+		       res.symlinks == 1 ? "" : "s", cli_bytes(res.bytes, a),
+		       dir, res.seconds);
+		if (res.skipped)
+			printf("skipped %llu entr%s (see the warnings)\n",
+			       (unsigned long long)res.skipped,
+			       res.skipped == 1 ? "y" : "ies");
+	}
+	vmb_guestfs_close(gfs);
+	vmb_snapshot_free(s);
+	return rc ? cli_fail(rc) : EXIT_OK;
+}
 
 int cmd_restore(int argc, char **argv)
 {
@@ -101,6 +186,9 @@ int cmd_restore(int argc, char **argv)
 		{ "keep-uuid", no_argument, NULL, 'U' },
 		{ "flatten", no_argument, NULL, 'F' },
 		{ "new-uuid", no_argument, NULL, 'N' },
+		{ "file", required_argument, NULL, 'P' },
+		{ "partition", required_argument, NULL, 'p' },
+		{ "force", no_argument, NULL, 'o' },
 		CLI_COMMON_OPTIONS, { 0 }
 	};
 	vmb_restore_options o = VMB_RESTORE_OPTIONS_INIT;
@@ -109,7 +197,8 @@ int cmd_restore(int argc, char **argv)
 	vmb_vmfolder_restore_opts fo = VMB_VMFOLDER_RESTORE_OPTS_INIT;
 	const char *dir = NULL, *uri = NULL;
 	char *defined = NULL, *report = NULL;
-	int define = 0, instant = 0;
+	int define = 0, instant = 0, force = 0, partition = VMB_GUESTFS_AUTO;
+	const char *file = NULL;
 	vmb_repo *r;
 	int c, rc;
 
@@ -149,6 +238,17 @@ int cmd_restore(int argc, char **argv)
 		case 'U': dopt.flags |= VMB_HV_DEFINE_KEEP_UUID; break;
 		case 'F': fo.flags |= VMB_VMFOLDER_FLATTEN; break;
 		case 'N': fo.flags |= VMB_VMFOLDER_NEW_UUID; break;
+		case 'P': file = optarg; break;
+		case 'o': force = 1; break;
+		case 'p': {
+			char *e;
+			long v = strtol(optarg, &e, 10);
+			if (!*optarg || *e || v < 0 || v > 4096)
+				return cli_usage_error("restore", "bad partition "
+						       "number '%s'", optarg);
+			partition = (int)v;
+			break;
+		}
 		default:
 			return cli_bad_option("restore", argv);
 		}
@@ -163,10 +263,23 @@ int cmd_restore(int argc, char **argv)
 	if (instant && (!define || o.format || o.disk))
 		return cli_usage_error("restore", "--instant goes with --define "
 				       "(and without --format and --disk)");
+	if (!file && (force || partition != VMB_GUESTFS_AUTO))
+		return cli_usage_error("restore", "--partition and --force go "
+				       "with --file");
+	if (file && (define || o.format || fo.flags))
+		return cli_usage_error("restore", "--file goes without "
+				       "--define, --format, --flatten and "
+				       "--new-uuid");
 	o.progress = cli_progress;
 	rc = cli_open_repo(argv[optind], &r);
 	if (rc)
 		return cli_fail(rc);
+	if (file) {
+		rc = restore_file(r, argv[optind + 1], file, o.disk, partition,
+				  dir, force);
+		vmb_repo_close(r);
+		return rc;
+	}
 	if (define) {
 		/* the snapshot's configuration says which plugin defines it */
 		vmb_snapshot *s = NULL;

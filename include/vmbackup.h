@@ -12,4 +12,5 @@
 #include "vmbackup/vmfolder.h"
 #include "vmbackup/serve.h"
 #include "vmbackup/mount.h"
+#include "vmbackup/guestfs.h"
 #endif

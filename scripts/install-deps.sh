@@ -7,7 +7,7 @@ what=${1:-build}
 build_pkgs=(cmake make gcc pkg-config python3 libzstd-dev libsodium-dev
 	libarchive-dev libxxhash-dev libcurl4-openssl-dev libnfs-dev libnbd-dev
 	libvirt-dev libxml2-dev nettle-dev libunicorn-dev zlib1g-dev qemu-utils
-	libfuse3-dev)
+	libfuse3-dev libext2fs-dev)
 test_pkgs=(clang libclang-rt-14-dev nfs-ganesha nfs-ganesha-vfs rpcbind
 	libnfs-utils zstd curl python3
 	qemu-system-x86 nasm libvirt-daemon libvirt-daemon-driver-qemu

@@ -182,11 +182,15 @@ static char *read_pass_file(const char *path)
 			      path, strerror(errno));
 		return NULL;
 	}
+	char *p;
+	setvbuf(f, NULL, _IONBF, 0); /* no stdio buffer left unwiped */
 	n = fread(buf, 1, sizeof buf - 1, f);
 	fclose(f);
 	buf[n] = 0;
 	buf[strcspn(buf, "\r\n")] = 0;
-	return strdup(buf);
+	p = strdup(buf);
+	explicit_bzero(buf, sizeof buf);
+	return p;
 }
 
 static char *prompt(const char *msg)
@@ -208,7 +212,9 @@ static char *prompt(const char *msg)
 	if (!s)
 		return NULL;
 	buf[strcspn(buf, "\r\n")] = 0;
-	return strdup(buf);
+	s = strdup(buf);
+	explicit_bzero(buf, sizeof buf);
+	return s;
 }
 
 /* The passphrase from --passphrase-file, then $VMB_PASSPHRASE; NULL if

@@ -653,12 +653,14 @@ static uint32_t io_in(void *ctx, uint16_t port, int size)
 }
 
 /* Is the vCPU in the firmware's stubs, in real mode?  Only then is a
- * write to PORT_FAULT or PORT_SVC + i a firmware call. */
+ * write to PORT_FAULT or PORT_SVC + i a firmware call.  (Inside an I/O
+ * hook unicorn reports IP as CS * 16 + IP: the low 16 bits are the
+ * offset either way, FW_BASE being 64 KiB aligned.) */
 static int from_firmware(struct machine *m)
 {
 	struct vregs r;
 	return m->ops->get(m->cpu, &r) == 0 && !(r.cr0 & 1) &&
-	       r.cs.base == FW_BASE && r.rip < 0x200;
+	       r.cs.base == FW_BASE && (uint16_t)r.rip < 0x200;
 }
 
 static void io_out(void *ctx, uint16_t port, int size, uint32_t v)

@@ -469,7 +469,7 @@ VMB_EXTERN(int) vmb_guestfs_open_snapshot(vmb_repo *r, const vmb_snapshot *s,
 	rc = vmb_guestfs_open(d, o, out);
 	if (rc) {
 		vmb_disk_close(d);
-		return vmb_error_prefix("snapshot %s, disk %s",
+		return vmb_error_prefix("snapshot %s, disk %s: ",
 					vmb_snapshot_id(s), disk);
 	}
 	(*out)->own_disk = 1;
@@ -824,6 +824,7 @@ struct dlist {
 	size_t n, cap;
 	int err;
 	const char *gpath;
+	int dots, dotdots;
 };
 
 static int dir_cb(ext2_ino_t dir, int entry, struct ext2_dir_entry *de,
@@ -832,8 +833,15 @@ static int dir_cb(ext2_ino_t dir, int entry, struct ext2_dir_entry *de,
 	struct dlist *l = priv;
 	size_t len = (size_t)ext2fs_dirent_name_len(de);
 	(void)dir; (void)offset; (void)blocksize; (void)buf;
-	if (entry == DIRENT_DOT_FILE || entry == DIRENT_DOT_DOT_FILE ||
-	    !de->inode)
+	(void)entry; /* inline-data folders do not flag their "." and ".." */
+	if (!de->inode)
+		return 0;
+	/* a folder's own "." and ".." are skipped quietly; a second one is
+	 * crafted */
+	if (len == 1 && de->name[0] == '.' && !l->dots++)
+		return 0;
+	if (len == 2 && de->name[0] == '.' && de->name[1] == '.' &&
+	    !l->dotdots++)
 		return 0;
 	if (!safe_name(de->name, len)) {
 		char shown[65];
@@ -879,7 +887,7 @@ static int extract_inode(struct xctx *x, ext2_ino_t ino, int pfd,
 static int extract_entries(struct xctx *x, ext2_ino_t ino, int fd,
 			   const char *gpath, unsigned depth)
 {
-	struct dlist l = { x, NULL, 0, 0, 0, gpath };
+	struct dlist l = { x, NULL, 0, 0, 0, gpath, 0, 0 };
 	errcode_t e;
 	int rc = 0;
 	if (depth >= x->max_depth)

@@ -186,6 +186,21 @@ expect_exit 2 "--partition without --file" "$VMB" restore "$R" gpt@latest --part
 expect_exit 2 "--file with --format" "$VMB" restore "$R" gpt@latest --file / --format raw --to "$T/e2"
 check "nothing was written by the failures" test ! -e "$T/e2/etc"
 
+# a damaged backup: exit 3, as every restore (the io_manager hands the
+# reader's error back instead of a file system error)
+cp -a "$R" "$T/rdmg"
+python3 - "$T/rdmg/chunks" <<'PY'
+import os, sys
+for d, _, fs in os.walk(sys.argv[1]):
+    for f in fs:
+        p = os.path.join(d, f); n = os.path.getsize(p)
+        if n > 64:
+            with open(p, "r+b") as h:
+                h.seek(n // 2); b = h.read(1); h.seek(n // 2); h.write(bytes([b[0] ^ 0xff]))
+PY
+expect_exit 3 "damaged chunks: exit 3" "$VMB" restore "$T/rdmg" whole@latest --file /home --to "$T/dmg"
+one_line "damaged chunks"
+
 # two ext partitions: ambiguous, listed; --partition picks
 make_table dos "$T/two.img" "$FS" || bad "making the two-fs disk"
 "$VMB" backup "$R" "$T/two.img" --vm two >/dev/null || bad "backup two"

@@ -38,6 +38,19 @@ void vmb_archive__hash_zeros(crypto_hash_sha256_state *h, uint64_t n);
 void vmb_archive__hash_hex(crypto_hash_sha256_state *h, char hex[65]);
 /* The key of archives exported from repository @r (encrypted ones). */
 void vmb_archive__export_key(const vmb_repo *r, uint8_t key[32]);
+
+/* An encrypted archive stream's secrets: its key while the stream starts,
+ * and the secretstream state (which holds a key) for the whole stream.
+ * In libsodium's guarded heap like the repository keys: mlock()ed,
+ * MADV_DONTDUMP, wiped by vmb_archive__secret_free(). */
+struct vmb_archive_secret {
+	uint8_t key[32];
+	crypto_secretstream_xchacha20poly1305_state st;
+};
+/* Zeroed, or NULL (error set). */
+struct vmb_archive_secret *vmb_archive__secret_new(void);
+/* Wipe and free; accepts NULL. */
+void vmb_archive__secret_free(struct vmb_archive_secret *s);
 /* A file name safe in any archive and any file system; free(). */
 char *vmb_archive__safe_name(const char *s, const char *fallback);
 /* Printable copy of an untrusted name for a one-line message. */

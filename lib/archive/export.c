@@ -37,7 +37,7 @@
 struct ostream {
 	int fd;
 	int enc;
-	crypto_secretstream_xchacha20poly1305_state st;
+	struct vmb_archive_secret *sec; /* key and stream state, locked */
 	uint8_t ad[X_FIXED];
 	uint8_t *plain, *cipher;
 	size_t fill;
@@ -60,7 +60,7 @@ static int os_raw(struct ostream *o, const void *p, size_t n)
 static int os_push(struct ostream *o, unsigned char tag)
 {
 	unsigned long long clen = 0;
-	crypto_secretstream_xchacha20poly1305_push(&o->st, o->cipher, &clen,
+	crypto_secretstream_xchacha20poly1305_push(&o->sec->st, o->cipher, &clen,
 						   o->plain, o->fill, o->ad,
 						   X_FIXED, tag);
 	o->fill = 0;
@@ -103,12 +103,15 @@ static la_ssize_t os_write_cb(struct archive *a, void *cd, const void *buf,
  */
 static int os_start(struct ostream *o, const vmb_repo *r, const char *pass)
 {
-	uint8_t hdr[X_FIXED + 4], key[32], rid[16];
+	uint8_t hdr[X_FIXED + 4], rid[16], *key;
 	uint8_t sshdr[crypto_secretstream_xchacha20poly1305_HEADERBYTES];
 	char *kb = NULL;
 	size_t kblen = 0;
 	if (!o->enc)
 		return 0;
+	if (!(o->sec = vmb_archive__secret_new()))
+		return VMB_ENOMEM;
+	key = o->sec->key;
 	o->plain = vmb_malloc(X_SEG);
 	o->cipher = vmb_malloc(X_SEG + X_ABYTES);
 	if (!o->plain || !o->cipher)
@@ -122,16 +125,13 @@ static int os_start(struct ostream *o, const vmb_repo *r, const char *pass)
 	memcpy(hdr + 12, rid, 16);
 	if (pass) {
 		int rc;
-		randombytes_buf(key, sizeof key);
+		randombytes_buf(key, 32);
 		rc = vmb_crypto_wrap_key(key, pass, strlen(pass), 1, &kb);
-		if (rc) {
-			sodium_memzero(key, sizeof key);
-			return rc;
-		}
+		if (rc)
+			return rc; /* os_free() wipes the key */
 		kblen = strlen(kb);
 		if (kblen > X_KEYBLOCK_MAX) {
 			free(kb);
-			sodium_memzero(key, sizeof key);
 			return vmb_error_set(VMB_EINVAL, "archive key block too "
 					     "large");
 		}
@@ -139,8 +139,8 @@ static int os_start(struct ostream *o, const vmb_repo *r, const char *pass)
 	} else {
 		vmb_archive__export_key(r, key);
 	}
-	crypto_secretstream_xchacha20poly1305_init_push(&o->st, sshdr, key);
-	sodium_memzero(key, sizeof key);
+	crypto_secretstream_xchacha20poly1305_init_push(&o->sec->st, sshdr, key);
+	sodium_memzero(key, 32);
 	memcpy(o->ad, hdr, X_FIXED);
 	if (os_raw(o, hdr, pass ? sizeof hdr : X_FIXED) ||
 	    (kb && os_raw(o, kb, kblen)) || os_raw(o, sshdr, sizeof sshdr)) {
@@ -164,7 +164,8 @@ static int os_finish(struct ostream *o)
 
 static void os_free(struct ostream *o)
 {
-	sodium_memzero(&o->st, sizeof o->st);
+	vmb_archive__secret_free(o->sec);
+	o->sec = NULL;
 	if (o->plain)
 		sodium_memzero(o->plain, X_SEG);
 	free(o->plain);

@@ -34,7 +34,7 @@
 struct istream {
 	int fd;
 	int enc;
-	crypto_secretstream_xchacha20poly1305_state st;
+	struct vmb_archive_secret *sec; /* key and stream state, locked */
 	uint8_t ad[X_FIXED];
 	uint8_t *in, *out;
 	int done, started;
@@ -90,7 +90,7 @@ static la_ssize_t is_next(struct archive *a, struct istream *s,
 			return is_fail(a, s, VMB_EINVAL, "%s is truncated: "
 				       "the encrypted stream ends early%s", "");
 		if (crypto_secretstream_xchacha20poly1305_pull(
-			    &s->st, s->out, &mlen, &tag, s->in, (size_t)n,
+			    &s->sec->st, s->out, &mlen, &tag, s->in, (size_t)n,
 			    s->ad, X_FIXED) != 0) {
 			if (!s->started && s->other_repo[0])
 				return is_fail(a, s, VMB_EAUTH,
@@ -743,10 +743,16 @@ VMB_EXTERN(int) vmb_repo_import(vmb_repo *r, const char *archive,
 	/* encrypted?  "VMBX" header */
 	if (read_full(s.fd, hdr, X_FIXED) == X_FIXED &&
 	    !memcmp(hdr, X_MAGIC, 4)) {
-		uint8_t key[32], rid[16];
+		uint8_t rid[16], *key;
 		uint8_t sshdr[crypto_secretstream_xchacha20poly1305_HEADERBYTES];
 		char hid[33];
 		int pw = hdr[4] == X_VERSION_PW;
+		/* the key and stream state in locked memory, wiped at out */
+		if (!(s.sec = vmb_archive__secret_new())) {
+			rc = VMB_ENOMEM;
+			goto out;
+		}
+		key = s.sec->key;
 		if (hdr[4] != X_VERSION && !pw) {
 			rc = vmb_error_set(VMB_ENOTSUP, "%s: encrypted archive "
 					   "version %u is not supported (a newer "
@@ -804,7 +810,7 @@ VMB_EXTERN(int) vmb_repo_import(vmb_repo *r, const char *archive,
 						   "passphrase for this archive",
 						   archive);
 			if (rc) {
-				sodium_memzero(key, sizeof key);
+				sodium_memzero(key, 32);
 				goto out;
 			}
 			s.consumed += 4 + kblen;
@@ -828,7 +834,7 @@ VMB_EXTERN(int) vmb_repo_import(vmb_repo *r, const char *archive,
 		s.in = vmb_malloc(X_SEG + X_ABYTES);
 		if (!s.in ||
 		    read_full(s.fd, sshdr, sizeof sshdr) != (ssize_t)sizeof sshdr) {
-			sodium_memzero(key, sizeof key);
+			sodium_memzero(key, 32);
 			rc = s.in ? vmb_error_set(VMB_EINVAL, "%s: damaged "
 						  "encrypted archive header",
 						  archive) : VMB_ENOMEM;
@@ -836,13 +842,13 @@ VMB_EXTERN(int) vmb_repo_import(vmb_repo *r, const char *archive,
 		}
 		memcpy(s.ad, hdr, X_FIXED);
 		if (crypto_secretstream_xchacha20poly1305_init_pull(
-			    &s.st, sshdr, key) != 0) {
-			sodium_memzero(key, sizeof key);
+			    &s.sec->st, sshdr, key) != 0) {
+			sodium_memzero(key, 32);
 			rc = vmb_error_set(VMB_EINVAL, "%s: damaged encrypted "
 					   "archive header", archive);
 			goto out;
 		}
-		sodium_memzero(key, sizeof key);
+		sodium_memzero(key, 32);
 		s.consumed += sizeof sshdr;
 	} else if (lseek(s.fd, 0, SEEK_SET) != 0) {
 		rc = vmb_error_set(VMB_EIO, "cannot read %s: %s", archive,
@@ -1220,7 +1226,7 @@ out:
 		archive_read_free(a);
 	if (s.fd >= 0)
 		close(s.fd);
-	sodium_memzero(&s.st, sizeof s.st);
+	vmb_archive__secret_free(s.sec);
 	free(s.in);
 	if (s.out) {
 		sodium_memzero(s.out, IO_BUF > X_SEG ? IO_BUF : X_SEG);

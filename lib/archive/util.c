@@ -34,6 +34,24 @@ void vmb_archive__export_key(const vmb_repo *r, uint8_t key[32])
 	crypto_kdf_derive_from_key(key, 32, X_SUBKEY, X_CONTEXT, r->keys->master);
 }
 
+struct vmb_archive_secret *vmb_archive__secret_new(void)
+{
+	struct vmb_archive_secret *s = sodium_malloc(sizeof *s);
+	if (!s) {
+		vmb_error_set(VMB_ENOMEM, "cannot allocate locked memory for "
+			      "the archive key");
+		return NULL;
+	}
+	sodium_memzero(s, sizeof *s);
+	return s;
+}
+
+void vmb_archive__secret_free(struct vmb_archive_secret *s)
+{
+	if (s)
+		sodium_free(s); /* wipes the whole allocation */
+}
+
 char *vmb_archive__safe_name(const char *s, const char *fallback)
 {
 	size_t n = s ? strlen(s) : 0;

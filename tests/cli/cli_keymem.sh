@@ -32,8 +32,16 @@ expect_exit 0 "init" "$VMB" init "$R" --chunk-size 64K --passphrase-file "$PASSF
 expect_exit 0 "backup 1" "$VMB" backup "$R" "$IMG" --vm web1 --passphrase-file "$PASSF"
 VMB_PASSPHRASE=$(head -1 "$PASSF") "$KEYDUMP" "$R/keys/default" >"$T/keys" ||
 	{ bad "keydump"; finish; }
-check "keydump: master and derived keys" test "$(wc -l <"$T/keys")" = 10
-for f in "$PASSF" "$PASSF2"; do # the passphrases are secrets too
+check "keydump: master, derived and export keys" test "$(wc -l <"$T/keys")" = 11
+# a self-contained encrypted archive: its own random key, wrapped
+APASSF=$T/archive-passphrase
+printf 'archive keymem passphrase 21d0\n' >"$APASSF"
+expect_exit 0 "export (self-contained, encrypted)" "$VMB" export "$R" latest "$T/web1.tar" \
+	--passphrase-file "$PASSF" --archive-passphrase-file "$APASSF"
+VMB_PASSPHRASE=$(head -1 "$APASSF") "$KEYDUMP" --archive "$T/web1.tar" >>"$T/keys" ||
+	bad "keydump --archive"
+check "keydump: the archive key" grep -q "^archive " "$T/keys"
+for f in "$PASSF" "$PASSF2" "$APASSF"; do # the passphrases are secrets too
 	echo "passphrase-$(basename "$f") $(head -1 "$f" | tr -d '\n' | od -An -tx1 | tr -d ' \n')"
 done >"$T/all-secrets"
 cat "$T/keys" >>"$T/all-secrets"
@@ -127,6 +135,12 @@ crashed backup put "$VMB" backup @R@ "$IMG" --vm web1 --passphrase-file "$PASSF"
 # the new passphrase is in use (being wrapped) at that point, in the CLI's
 # ordinary heap: it is not searched for here (docs/threat-model.md)
 INUSE=passphrase-passphrase2 crashed change-passphrase put "$VMB" key change-passphrase @R@ --passphrase-file "$PASSF" --new-passphrase-file "$PASSF2"
+
+# import of that archive, stopped at its last put into the repository
+# (the archive's stream state is in use then; its passphrase, held by the
+# CLI for the call, is not searched for)
+INUSE=passphrase-archive-passphrase crashed import put "$VMB" import @R@ "$T/web1.tar" --vm web1b \
+	--passphrase-file "$PASSF2" --archive-passphrase-file "$APASSF"
 
 # the untouched commands still work with the keys
 # killed after its put: the new passphrase opens the repository

@@ -41,13 +41,30 @@ static int read_buf(void *ctx, void *out, uint64_t off, size_t len)
 	return 0;
 }
 
+/* unicorn 2.0 aborts the process when it translates a far jmp or call
+ * with a register operand (FF /3, FF /5, mod 3).  The plugin runs guests
+ * in a child process for that (plugins/kvm/kvm.c, tested by
+ * hostile_ljmp.asm); here such inputs are skipped so that the fuzzer
+ * looks for bugs of ours. */
+static int unicorn_aborts(const uint8_t *d, size_t n)
+{
+	for (size_t i = 0; i + 1 < n; i++)
+		if (d[i] == 0xff && (d[i + 1] & 0xc0) == 0xc0 &&
+		    ((d[i + 1] >> 3 & 7) == 3 || (d[i + 1] >> 3 & 7) == 5))
+			return 1;
+	return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct buf_disk d;
 	struct boot_config cfg;
 	struct boot_report rep;
 	size_t sectors = size ? (size + 511) / 512 : 1;
-	uint8_t *disk = calloc(sectors, 512);
+	uint8_t *disk;
+	if (unicorn_aborts(data, size))
+		return 0;
+	disk = calloc(sectors, 512);
 	if (!disk)
 		return 0;
 	if (size)

@@ -21,7 +21,7 @@ org 0x7c00
 	mov al, 0x03
 	out dx, al
 	mov dx, 0x3f9
-	mov al, 0xff
+	mov al, 0x0f
 	out dx, al
 	mov dx, 0x3fa
 	in al, dx

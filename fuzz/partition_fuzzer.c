@@ -52,9 +52,15 @@ static void run(struct mem *m)
 	free(p);
 }
 
+static void quiet(vmb_log_level l, const char *msg, void *p)
+{
+	(void)l; (void)msg; (void)p;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct mem m = { data, size, size };
+	vmb_log_set(quiet, NULL, VMB_LOG_ERROR);
 	run(&m);
 	m.disk = (uint64_t)size * 4096;
 	run(&m);

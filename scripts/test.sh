@@ -17,5 +17,5 @@ if [ "${VMB_SKIP_ASAN:-}" != 1 ]; then
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	ctest --test-dir build-asan --output-on-failure -j"$jobs" \
-		-R '^(fuzz/|unit/test_(disk|blob|index|crypto|repo|hv)|cli/cli_(formats|errors|patch|clones|plugins|ova|vbox|serve|boot|tamper|vmware|filerestore|mount)|unit/test_partition)' --timeout 1500
+		-R '^(fuzz/|unit/test_(disk|blob|index|crypto|repo|hv|guestfs)|cli/cli_(formats|errors|patch|clones|plugins|ova|vbox|serve|boot|tamper|vmware|filerestore|mount)|unit/test_partition)' --timeout 1500
 fi

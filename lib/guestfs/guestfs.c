@@ -476,6 +476,30 @@ VMB_EXTERN(int) vmb_guestfs_open_snapshot(vmb_repo *r, const vmb_snapshot *s,
 	return 0;
 }
 
+void *vmb_guestfs__fs(vmb_guestfs *g)
+{
+	return g ? g->fs : NULL;
+}
+
+long vmb_guestfs__ext2fs_open(vmb_disk *d, uint64_t off, uint64_t len,
+			      int flags, void **fs)
+{
+	static struct vmbio io; /* tests only: one at a time */
+	ext2_filsys f = NULL;
+	errcode_t e;
+	pthread_once(&et_once, et_init);
+	memset(&io, 0, sizeof io);
+	io.d = d;
+	io.off = off;
+	io.len = len;
+	vmbio_pending = &io;
+	e = ext2fs_open2("vmbackup-test", NULL, flags, 0, 0, &vmbio_manager,
+			 &f);
+	vmbio_pending = NULL;
+	*fs = e ? NULL : f;
+	return (long)e;
+}
+
 VMB_EXTERN(unsigned) vmb_guestfs_partition(const vmb_guestfs *g)
 {
 	return g ? g->partition : 0;
@@ -909,6 +933,8 @@ static int extract_entries(struct xctx *x, ext2_ino_t ino, int fd,
 		rc = fs_error(x->g, e, "cannot read folder %s", gpath);
 	for (size_t i = 0; i < l.n && !rc; i++) {
 		size_t gl = strlen(gpath);
+		/* the guest path, for messages only: control characters of
+		 * a hostile name are shown as '?' */
 		char *cp = vmb_asprintf("%s%s%s", gpath,
 					gl && gpath[gl - 1] == '/' ? "" : "/",
 					l.v[i].name);
@@ -916,6 +942,9 @@ static int extract_entries(struct xctx *x, ext2_ino_t ino, int fd,
 			rc = VMB_ENOMEM;
 			break;
 		}
+		for (char *c = cp + gl; *c; c++)
+			if ((unsigned char)*c < 0x20 || *c == 0x7f)
+				*c = '?';
 		rc = extract_inode(x, l.v[i].ino, fd, l.v[i].name, cp,
 				   depth + 1);
 		free(cp);

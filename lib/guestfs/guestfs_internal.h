@@ -28,4 +28,13 @@ int vmb_part__parse(vmb_part_read_fn rd, void *payload, uint64_t size,
 int vmb_part__probe(vmb_part_read_fn rd, void *payload, uint64_t off,
 		    uint64_t len, const char **what);
 
+/* The libext2fs handle of an open vmb_guestfs (an ext2_filsys), for
+ * tests that check the io_manager refuses writes. */
+void *vmb_guestfs__fs(vmb_guestfs *g);
+
+/* Open @d's volume [off, off+len) with libext2fs through our io_manager
+ * with @flags (EXT2_FLAG_*), as vmb_guestfs_open() does: an errcode_t. */
+long vmb_guestfs__ext2fs_open(vmb_disk *d, uint64_t off, uint64_t len,
+			      int flags, void **fs);
+
 #endif

@@ -151,6 +151,14 @@ static int boot_isolated(const struct boot_config *cfg,
 				 "the runner's process did not report");
 		return br->console ? 0 : -1;
 	}
+	if (rc) { /* it could not run: only the reason counts */
+		free(br->console);
+		free(br->screen);
+		br->console = br->screen = NULL;
+		memcpy(br->reason, got.reason, sizeof br->reason);
+		br->reason[sizeof br->reason - 1] = 0;
+		return rc;
+	}
 	br->console[got.console_len] = 0;
 	if (br->screen)
 		br->screen[slen] = 0;

@@ -968,6 +968,13 @@ static int extract_dir(struct xctx *x, ext2_ino_t ino,
 		    O_CLOEXEC);
 	if (fd < 0)
 		return sys_error(errno, "open folder", gpath);
+	/* a folder kept from an earlier run (--force) may be 0500: ours
+	 * until its entries are in */
+	if (x->force && fchmod(fd, 0700) != 0) {
+		rc = sys_error(errno, "set the mode of", gpath);
+		close(fd);
+		return rc;
+	}
 	rc = extract_entries(x, ino, fd, gpath, depth);
 	if (!rc)
 		rc = set_attrs(x, fd, in, gpath); /* last: 0555 folders */
@@ -1139,6 +1146,13 @@ VMB_EXTERN(int) vmb_guestfs_extract(vmb_guestfs *g, const char *path,
 	if (e) {
 		rc = fs_error(g, e, "cannot look up %s", norm);
 		goto out;
+	}
+	{
+		/* a single file: the progress bar knows its end */
+		struct ext2_inode top;
+		if (ext2fs_read_inode(g->fs, ino, &top) == 0 &&
+		    LINUX_S_ISREG(top.i_mode))
+			x.p.bytes_total = EXT2_I_SIZE(&top);
 	}
 	if ((rc = open_dest(dir, x.force, &dfd)) != 0)
 		goto out;

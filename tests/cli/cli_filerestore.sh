@@ -169,6 +169,8 @@ check "--partition 1: equal" cmp "$F/etc/passwd" "$T/p1/passwd"
 expect_exit 0 "--force writes into a non-empty folder" "$VMB" restore "$R" whole@latest --file /etc --to "$T/p1" --force
 check "--force: the folder came back" cmp "$F/etc/passwd" "$T/p1/etc/passwd"
 expect_exit 0 "--force twice replaces and merges" "$VMB" restore "$R" whole@latest --file /etc --to "$T/p1" --force
+expect_exit 0 "--force over a tree with a 0500 folder" "$VMB" restore "$R" whole@latest --file /home --to "$T/out-whole/tree" --force
+check "--force: the tree is still equal" same_tree "$F/home" "$T/out-whole/tree/home"
 chmod 700 "$F/home/user/deep/er"
 
 # --- errors, one line each ---

@@ -75,9 +75,26 @@ void vmb_crypto_chunk_id(const vmb_keys *k, const void *data, size_t len,
 	crypto_generichash(id, VMB_ID_BYTES, data, len, k->id, sizeof k->id);
 }
 
+#ifdef VMB_HAVE_FP_AVX2
+static int fp_avx2(void)
+{
+	static int have = -1; /* a benign race: every thread finds the same */
+	if (have < 0)
+		have = __builtin_cpu_supports("avx2") ? 1 : 0;
+	return have;
+}
+#endif
+
 void vmb_crypto_fingerprint(const vmb_keys *k, const void *data, size_t len,
 			    uint8_t fp[16])
 {
+#ifdef VMB_HAVE_FP_AVX2
+	if (fp_avx2()) {
+		vmb_crypto__fingerprint_avx2(k->fp, sizeof k->fp, data, len,
+					     fp);
+		return;
+	}
+#endif
 	XXH128_hash_t h = XXH3_128bits_withSecret(data, len, k->fp,
 						  sizeof k->fp);
 	XXH128_canonical_t c;

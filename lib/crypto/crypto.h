@@ -61,6 +61,11 @@ void vmb_crypto_chunk_id(const vmb_keys *k, const void *data, size_t len,
 /* Fingerprint: XXH3-128 with the per-repository secret. */
 void vmb_crypto_fingerprint(const vmb_keys *k, const void *data, size_t len,
 			    uint8_t fp[16]);
+/* The same in xxhash's AVX2 code path (fp_avx2.c); only where the CPU
+ * has AVX2 (vmb_crypto_fingerprint decides). */
+void vmb_crypto__fingerprint_avx2(const uint8_t *secret, size_t secret_len,
+				  const void *data, size_t len,
+				  uint8_t fp[16]);
 
 /* 1 if AES-256-GCM can run here (AES-NI and PCLMUL), and the test hook
  * $VMB_TEST_NO_AESGCM does not force it off. */

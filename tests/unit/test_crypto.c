@@ -3,7 +3,13 @@
  * sealing and MACs.  Argon2id runs with the cheapest parameters
  * (VMB_KDF_OPSLIMIT / VMB_KDF_MEMLIMIT) so the test stays fast.
  */
+#include <stdlib.h>
+#include <string.h>
 #include <sodium.h>
+/* xxhash's code path of this file's flags (no -mavx2): the reference
+ * for the library's fingerprint, which may take the AVX2 path */
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 #include "testutil.h"
 #include "crypto/crypto.h"
 #include "common/util.h"
@@ -454,6 +460,38 @@ static void test_aesgcm_subkey(void)
 	}
 }
 
+/* the library's fingerprint (AVX2 path where the CPU has it,
+ * lib/crypto/fp_avx2.c) equals XXH3-128 with the secret computed here,
+ * for lengths around xxh3's internal boundaries, a page and a chunk */
+static void test_fingerprint_paths(void)
+{
+	static const size_t lens[] = { 0,    1,	   3,	 4,    8,    9,
+				       16,   17,   128,	 129,  240,  241,
+				       1024, 1025, 4095, 4096, 4097, 65536,
+				       4u << 20 };
+	vmb_keys k;
+	uint8_t master[32], got[16];
+	size_t max = 4u << 20;
+	uint8_t *buf = malloc(max + 1);
+	CHECK(buf != NULL);
+	if (!buf)
+		return;
+	vmb_crypto_random(master, 32);
+	vmb_crypto_derive(master, 1, &k);
+	vmb_crypto_random(buf, max + 1);
+	for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+		for (size_t off = 0; off < 2; off++) { /* aligned, unaligned */
+			XXH128_hash_t h = XXH3_128bits_withSecret(
+				buf + off, lens[i], k.fp, sizeof k.fp);
+			XXH128_canonical_t c;
+			XXH128_canonicalFromHash(&c, h);
+			vmb_crypto_fingerprint(&k, buf + off, lens[i], got);
+			CHECK(memcmp(got, c.digest, 16) == 0);
+		}
+	}
+	free(buf);
+}
+
 int main(void)
 {
 	setenv("VMB_KDF_OPSLIMIT", "1", 1);
@@ -461,6 +499,7 @@ int main(void)
 	CHECK_OK(vmb_crypto_init());
 	test_wrap();
 	test_ids();
+	test_fingerprint_paths();
 	test_seal(VMB_CIPHER_XCHACHA);
 	if (vmb_crypto_aesgcm_available())
 		test_seal(VMB_CIPHER_AESGCM);

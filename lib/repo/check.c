@@ -177,14 +177,15 @@ static void expect_all(const vmb_expect_options *o, struct seen_list *l,
 	int64_t now = o->now ? o->now : (int64_t)time(NULL);
 	if (!o->min_snapshots && o->max_age <= 0)
 		return;
-	qsort(l->v, l->n, sizeof *l->v, by_vm_time);
+	if (l->n)
+		qsort(l->v, l->n, sizeof *l->v, by_vm_time);
 	if (o->vm) {
 		size_t i = 0, j;
 		while (i < l->n && strcmp(l->v[i].vm, o->vm) != 0)
 			i++;
 		for (j = i; j < l->n && strcmp(l->v[j].vm, o->vm) == 0; j++)
 			;
-		expect_vm(o, o->vm, l->v + i, j - i, now, p, er);
+		expect_vm(o, o->vm, l->n ? l->v + i : NULL, j - i, now, p, er);
 		return;
 	}
 	if (!l->n) {

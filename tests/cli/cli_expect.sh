@@ -73,6 +73,8 @@ rm "$R/snapshots/0123456789abcdef0123456789abcdef"
 
 # ages: a nightly job that stopped, seen through a faked clock
 if command -v faketime >/dev/null && faketime -f +1d true 2>/dev/null; then
+	# faketime is an LD_PRELOAD library: under ASan it comes first
+	export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0
 	expect_exit 0 "newest within 26h now" "$VMB" check "$R" --expect-latest-within 26h
 	expect_exit 0 "in 25 hours: still within 26h" faketime -f +25h "$VMB" check "$R" --expect-latest-within 26h
 	expect_exit 3 "in 3 days: older than 26h" faketime -f +3d "$VMB" check "$R" --expect-latest-within 26h --vm web1

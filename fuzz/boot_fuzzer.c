@@ -15,7 +15,7 @@
 #include <string.h>
 #include "../plugins/kvm/runner.h"
 
-#define STEPS 20000          /* instructions a guest may run */
+#define STEPS 10000          /* instructions a guest may run */
 
 /* Under AddressSanitizer: unicorn compares memory all the time (its
  * translation cache); checking each memcmp() made runs ten times slower
@@ -79,7 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	cfg.timeout = 10;          /* a guard: the instruction limit ends it */
 	cfg.vcpu = "unicorn";
 	cfg.memory_mb = 2;
-	cfg.console_limit = 4096;
+	cfg.console_limit = 2048;
 	cfg.max_steps = STEPS;
 	cfg.clock = 1796601600;    /* 2026-12-07 00:00 UTC */
 	if (boot_run(&cfg, &rep) == 0) {

@@ -128,10 +128,7 @@ int cmd_export(int argc, char **argv)
 	rc = vmb_repo_export(r, argv[optind + 1], out, &o, &res);
 	cli_progress_done();
 	vmb_repo_close(r);
-	if (pass) {
-		memset(pass, 0, strlen(pass));
-		free(pass);
-	}
+	vmb_secret_free(pass);
 	if (rc)
 		return cli_fail(rc);
 	if (g.json) {

@@ -129,10 +129,7 @@ int cmd_import(int argc, char **argv)
 	cli_progress_done();
 	vmb_repo_close(r);
 	free(tags);
-	if (pass) {
-		memset(pass, 0, strlen(pass));
-		free(pass);
-	}
+	vmb_secret_free(pass);
 	if (rc) {
 		int ex = cli_fail(rc);
 		/* only a checksum mismatch means damaged data (exit 3);

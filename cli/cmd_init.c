@@ -129,10 +129,7 @@ int cmd_init(int argc, char **argv)
 			return cli_fail(rc);
 	}
 	rc = vmb_repo_init(argv[optind], pass, &o);
-	if (pass) {
-		memset(pass, 0, strlen(pass));
-		free(pass);
-	}
+	vmb_secret_free(pass);
 	if (rc)
 		return cli_fail(rc);
 	if (g.json) {

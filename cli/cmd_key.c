@@ -150,8 +150,7 @@ int cmd_key(int argc, char **argv)
 		rc = vmb_repo_key_add(r, pass, &keyname);
 	else
 		rc = vmb_repo_key_change(r, pass);
-	memset(pass, 0, strlen(pass));
-	free(pass);
+	vmb_secret_free(pass);
 	if (!rc) {
 		const char *kn = keyname ? keyname : vmb_repo_key_name(r);
 		if (g.json)

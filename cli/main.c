@@ -188,7 +188,7 @@ static char *read_pass_file(const char *path)
 	fclose(f);
 	buf[n] = 0;
 	buf[strcspn(buf, "\r\n")] = 0;
-	p = strdup(buf);
+	p = vmb_secret_strdup(buf);
 	explicit_bzero(buf, sizeof buf);
 	return p;
 }
@@ -212,7 +212,7 @@ static char *prompt(const char *msg)
 	if (!s)
 		return NULL;
 	buf[strcspn(buf, "\r\n")] = 0;
-	s = strdup(buf);
+	s = vmb_secret_strdup(buf);
 	explicit_bzero(buf, sizeof buf);
 	return s;
 }
@@ -230,7 +230,7 @@ static char *given_passphrase(int *err)
 		return p;
 	}
 	if (env)
-		return strdup(env);
+		return vmb_secret_strdup(env);
 	return NULL;
 }
 
@@ -252,10 +252,7 @@ int cli_open_repo(const char *url, vmb_repo **out)
 					   "--passphrase-file", url);
 		}
 	}
-	if (pass) {
-		memset(pass, 0, strlen(pass));
-		free(pass);
-	}
+	vmb_secret_free(pass);
 	repo_open_failed = rc != 0;
 	return rc;
 }
@@ -270,7 +267,7 @@ int cli_archive_passphrase(char **out, const char *file)
 		return *out ? 0 : VMB_ENOTFOUND;
 	}
 	if (e) {
-		*out = strdup(e);
+		*out = vmb_secret_strdup(e);
 		return *out ? 0 : VMB_ENOMEM;
 	}
 	*out = given_passphrase(&err);
@@ -288,8 +285,8 @@ int cli_new_passphrase(char **out, const char *env, const char *file)
 	if (env) {
 		const char *e = getenv(env);
 		if (e) {
-			*out = strdup(e);
-			return 0;
+			*out = vmb_secret_strdup(e);
+			return *out ? 0 : VMB_ENOMEM;
 		}
 	} else {
 		*out = given_passphrase(&err);
@@ -305,11 +302,11 @@ int cli_new_passphrase(char **out, const char *env, const char *file)
 	char *a = prompt("New passphrase: ");
 	char *b = a ? prompt("Repeat passphrase: ") : NULL;
 	if (!a || !b || strcmp(a, b) != 0) {
-		free(a);
-		free(b);
+		vmb_secret_free(a);
+		vmb_secret_free(b);
 		return vmb_error_set(VMB_EINVAL, "passphrases do not match");
 	}
-	free(b);
+	vmb_secret_free(b);
 	*out = a;
 	return 0;
 }

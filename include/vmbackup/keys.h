@@ -31,6 +31,16 @@ extern "C" {
 VMB_EXTERN(int) vmb_repo_key_change(vmb_repo *r, const char *new_passphrase);
 
 /**
+ * A copy of passphrase @p s in memory kept out of core dumps and swap
+ * (libsodium's guarded heap: MADV_DONTDUMP, mlock()ed where allowed), for
+ * programs that hold a passphrase while they call the library.
+ * @return the copy, to free with vmb_secret_free(), or NULL (no memory).
+ */
+VMB_EXTERN(char *) vmb_secret_strdup(const char *s);
+/** Wipe and free a vmb_secret_strdup() copy; accepts NULL. */
+VMB_EXTERN(void) vmb_secret_free(char *s);
+
+/**
  * Add another passphrase: write keys/<16 random hex> holding the master
  * key wrapped by @p passphrase.  Both the old and the new passphrase then
  * open the repository.

@@ -9,6 +9,7 @@
 #include "common/json.h"
 #include "common/util.h"
 #include "crypto.h"
+#include "vmbackup/keys.h"
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int init_ok;
@@ -67,6 +68,24 @@ void vmb_crypto_keys_free(vmb_keys *k)
 	/* sodium_free() wipes the whole allocation before unmapping it */
 	if (k)
 		sodium_free(k);
+}
+
+VMB_EXTERN(char *) vmb_secret_strdup(const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *p;
+	if (vmb_crypto_init())
+		return NULL;
+	p = sodium_malloc(n);
+	if (p)
+		memcpy(p, s, n);
+	return p;
+}
+
+VMB_EXTERN(void) vmb_secret_free(char *s)
+{
+	if (s)
+		sodium_free(s); /* wipes the whole allocation */
 }
 
 void vmb_crypto_chunk_id(const vmb_keys *k, const void *data, size_t len,

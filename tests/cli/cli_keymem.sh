@@ -43,8 +43,8 @@ VMB_PASSPHRASE=$(head -1 "$APASSF") "$KEYDUMP" --archive "$T/web1.tar" >>"$T/key
 check "keydump: the archive key" grep -q "^archive " "$T/keys"
 for f in "$PASSF" "$PASSF2" "$APASSF"; do # the passphrases are secrets too
 	echo "passphrase-$(basename "$f") $(head -1 "$f" | tr -d '\n' | od -An -tx1 | tr -d ' \n')"
-done >"$T/all-secrets"
-cat "$T/keys" >>"$T/all-secrets"
+done >"$T/secrets"
+cat "$T/keys" >>"$T/secrets"
 
 # find_secrets FILE...: prints where a secret occurs (bytes or hex)
 find_secrets() {
@@ -72,7 +72,6 @@ PY
 # the same state, stopped at the last of them; checks as said above.
 crashed() {
 	local name=$1 ops=$2; shift 2
-	grep -v "^${INUSE:-none} " "$T/all-secrets" >"$T/secrets"
 	local n cw=$T/cw-$name
 	# the copy has the same repository id: it gets its own cache too,
 	# or the real run would believe the copy's chunks are stored
@@ -132,14 +131,13 @@ crashed() {
 
 head -c 300000 /dev/urandom | dd of="$IMG" bs=64K seek=8 conv=notrunc status=none
 crashed backup put "$VMB" backup @R@ "$IMG" --vm web1 --passphrase-file "$PASSF"
-# the new passphrase is in use (being wrapped) at that point, in the CLI's
-# ordinary heap: it is not searched for here (docs/threat-model.md)
-INUSE=passphrase-passphrase2 crashed change-passphrase put "$VMB" key change-passphrase @R@ --passphrase-file "$PASSF" --new-passphrase-file "$PASSF2"
+# the new passphrase is in use (being wrapped) at that point: the CLI
+# holds it in vmb_secret_strdup() memory, out of the cores
+crashed change-passphrase put "$VMB" key change-passphrase @R@ --passphrase-file "$PASSF" --new-passphrase-file "$PASSF2"
 
 # import of that archive, stopped at its last put into the repository
-# (the archive's stream state is in use then; its passphrase, held by the
-# CLI for the call, is not searched for)
-INUSE=passphrase-archive-passphrase crashed import put "$VMB" import @R@ "$T/web1.tar" --vm web1b \
+# (the archive's stream state and its passphrase are in use then)
+crashed import put "$VMB" import @R@ "$T/web1.tar" --vm web1b \
 	--passphrase-file "$PASSF2" --archive-passphrase-file "$APASSF"
 
 # the untouched commands still work with the keys

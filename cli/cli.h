@@ -54,6 +54,10 @@ void cli_progress_done(void);
 /* Show the library's info-level log lines on stderr. */
 void cli_log_info(void);
 int cli_progress_enabled(void);
+/* Parse a byte count: digits with an optional K, M, G or T suffix (powers
+ * of 1024, "Ki"/"KiB"/"KB" spellings too).  0 and *out set when the value
+ * is in [min, max]; -1 on anything else (signs, overflow, trailing text). */
+int cli_parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 /* Human-readable byte counts. */
 const char *cli_bytes(uint64_t n, char buf[32]);
 /* Print a JSON string literal. */

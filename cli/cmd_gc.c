@@ -51,11 +51,8 @@ int cmd_gc(int argc, char **argv)
 		switch (c) {
 		case 'n': o.dry_run = 1; break;
 		case 'm': {
-			unsigned long long v = strtoull(optarg, &end, 10);
-			if (*end == 'k' || *end == 'K') v <<= 10, end++;
-			else if (*end == 'm' || *end == 'M') v <<= 20, end++;
-			else if (*end == 'g' || *end == 'G') v <<= 30, end++;
-			if (*end || v < (1u << 20))
+			uint64_t v;
+			if (cli_parse_size(optarg, 1u << 20, UINT64_MAX, &v))
 				return cli_usage_error("gc", "bad memory limit "
 						       "'%s' (at least 1M)", optarg);
 			o.memory_limit = v;

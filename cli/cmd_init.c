@@ -71,21 +71,8 @@ int cmd_init(int argc, char **argv)
 						       "encryption '%s'", optarg);
 			break;
 		case 'c': {
-			uint64_t v = 0;
-			const char *s = optarg;
-			char *e2;
-			unsigned long long n = strtoull(s, &e2, 10);
-			switch (*e2) {
-			case 'k': case 'K': v = n << 10; e2++; break;
-			case 'm': case 'M': v = n << 20; e2++; break;
-			case 0: v = n; break;
-			default: v = 0;
-			}
-			if (*e2 == 'i')
-				e2++;
-			if (*e2 == 'B')
-				e2++;
-			if (*e2 || !v || v > (16u << 20))
+			uint64_t v;
+			if (cli_parse_size(optarg, 1, 16u << 20, &v))
 				return cli_usage_error("init", "bad chunk size "
 						       "'%s'", optarg);
 			o.chunk_size = (uint32_t)v;

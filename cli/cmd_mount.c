@@ -39,28 +39,6 @@ static const char help[] =
 "                       (default 64M; K, M, G suffixes)\n"
 "    --debug            FUSE's request log on stderr (implies -f)\n";
 
-static int parse_size(const char *s, uint64_t *out)
-{
-	char *e;
-	unsigned long long n = strtoull(s, &e, 10);
-	uint64_t m = 1;
-	if (e == s)
-		return -1;
-	switch (*e) {
-	case 'k': case 'K': m = 1ull << 10; e++; break;
-	case 'm': case 'M': m = 1ull << 20; e++; break;
-	case 'g': case 'G': m = 1ull << 30; e++; break;
-	}
-	if (*e == 'i')
-		e++;
-	if (*e == 'B')
-		e++;
-	if (*e || !n || n > (1ull << 44) / m)
-		return -1;
-	*out = n * m;
-	return 0;
-}
-
 static void ready(const char *dir, void *payload)
 {
 	if (!g.quiet)
@@ -94,7 +72,7 @@ int cmd_mount(int argc, char **argv)
 		case 'm': o.vm = optarg; break;
 		case 'a': o.allow_other = 1; break;
 		case 'c':
-			if (parse_size(optarg, &o.cache_bytes))
+			if (cli_parse_size(optarg, 1, 1ull << 44, &o.cache_bytes))
 				return cli_usage_error("mount", "bad cache size "
 						       "'%s'", optarg);
 			break;

@@ -97,25 +97,6 @@ static void on_signal(int sig)
 	vmb_serve_stop(g_server);
 }
 
-static int parse_size(const char *s, size_t *out)
-{
-	char *end;
-	unsigned long long v;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return -1;
-	switch (*end) {
-	case 'K': case 'k': v <<= 10; end++; break;
-	case 'M': case 'm': v <<= 20; end++; break;
-	case 'G': case 'g': v <<= 30; end++; break;
-	}
-	if (*end || v < (1u << 20) || v > (1ull << 40))
-		return -1;
-	*out = (size_t)v;
-	return 0;
-}
-
 static char *default_socket(const char *snap)
 {
 	const char *rt = getenv("XDG_RUNTIME_DIR");
@@ -183,12 +164,15 @@ int cmd_serve(int argc, char **argv)
 			port_set = 1;
 			break;
 		case 'w': o.overlay = optarg; break;
-		case 'C':
-			if (parse_size(optarg, &o.cache_bytes))
+		case 'C': {
+			uint64_t v64;
+			if (cli_parse_size(optarg, 1u << 20, 1ull << 40, &v64))
 				return cli_usage_error("serve", "--cache-size "
 						       "wants 1M..1T, not "
 						       "'%s'", optarg);
+			o.cache_bytes = (size_t)v64;
 			break;
+		}
 		case 'm':
 			errno = 0;
 			v = strtol(optarg, &end, 10);

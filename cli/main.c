@@ -321,6 +321,38 @@ int cli_progress_enabled(void)
 	return !g.quiet && (g.progress || isatty(STDERR_FILENO));
 }
 
+int cli_parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	uint64_t v = 0, mul = 1;
+	const char *p = s;
+	if (!s)
+		return -1;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		if (v > (UINT64_MAX - 9) / 10)
+			return -1;
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	if (p == s)
+		return -1;
+	switch (*p) {
+	case 'k': case 'K': mul = 1ULL << 10; p++; break;
+	case 'm': case 'M': mul = 1ULL << 20; p++; break;
+	case 'g': case 'G': mul = 1ULL << 30; p++; break;
+	case 't': case 'T': mul = 1ULL << 40; p++; break;
+	}
+	if (mul > 1 && *p == 'i')
+		p++;
+	if (mul > 1 && (*p == 'B' || *p == 'b'))
+		p++;
+	if (*p || v > UINT64_MAX / mul)
+		return -1;
+	v *= mul;
+	if (v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
 const char *cli_bytes(uint64_t n, char buf[32])
 {
 	static const char *u[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };

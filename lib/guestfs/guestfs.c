@@ -421,11 +421,11 @@ VMB_EXTERN(int) vmb_guestfs_open(vmb_disk *d, const vmb_guestfs_options *o,
 	    sb->s_feature_ro_compat & (EXT4_FEATURE_RO_COMPAT_HUGE_FILE |
 				       EXT4_FEATURE_RO_COMPAT_DIR_NLINK |
 				       EXT4_FEATURE_RO_COMPAT_METADATA_CSUM))
-		strcpy(g->type, "ext4");
+		snprintf(g->type, sizeof g->type, "ext4");
 	else if (sb->s_feature_compat & EXT3_FEATURE_COMPAT_HAS_JOURNAL)
-		strcpy(g->type, "ext3");
+		snprintf(g->type, sizeof g->type, "ext3");
 	else
-		strcpy(g->type, "ext2");
+		snprintf(g->type, sizeof g->type, "ext2");
 	if (sb->s_feature_incompat & EXT3_FEATURE_INCOMPAT_RECOVER)
 		vmb_log(VMB_LOG_WARN, "the %s file system was not cleanly "
 			"unmounted and its journal is not replayed here: files "

@@ -55,6 +55,20 @@ expect_exit 2 "restore without --to" "$VMB" restore "$R" latest
 usage_line "restore without --to"
 expect_exit 2 "init with an unknown encryption" "$VMB" init "$R" --encryption rot13
 expect_exit 2 "init with a bad chunk size" "$VMB" init "$R" --chunk-size lots
+# sizes: one parser for every size option; wrap-around, signs, and
+# trailing text are usage errors, not a silently different value
+for v in 18446744073709551615K 16777217 17M -4K 4X 0 64KiBx ""; do
+	expect_exit 2 "init --chunk-size '$v'" "$VMB" init "$R" --chunk-size "$v"
+done
+for v in 1K -1M 18014398509481984G 99999999999999999999; do
+	expect_exit 2 "gc --memory-limit '$v'" "$VMB" gc "$R" --memory-limit "$v"
+done
+for v in 512K 2T 1Mx; do
+	expect_exit 2 "serve --cache-size '$v'" "$VMB" serve "$R" latest --cache-size "$v"
+done
+for v in 0 17592186044417 1Q; do
+	expect_exit 2 "mount --cache-size '$v'" "$VMB" mount "$R" latest "$T/mnt" --cache-size "$v"
+done
 expect_exit 2 "restore with an unknown format" "$VMB" restore "$R" latest --to "$T/x" --format iso
 check "usage errors created nothing" test ! -e "$R"
 

@@ -35,7 +35,7 @@ check "two snapshots left" test "$(ls "$R/snapshots" | wc -l)" = 2
 
 before=$(du -sk "$R/chunks" | cut -f1)
 nchunks=$(find "$R/chunks" -type f | wc -l)
-expect_exit 0 "gc" "$VMB" gc "$R" --json
+expect_exit 0 "gc" "$VMB" gc "$R" --memory-limit 2MiB --json
 cp "$T/out" "$T/gc.json"
 after=$(du -sk "$R/chunks" | cut -f1)
 check "gc freed chunks" test "$(json_field "$T/gc.json" chunks_deleted)" -gt 0

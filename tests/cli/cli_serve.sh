@@ -183,7 +183,7 @@ check "and still serves" \
 stop $SPID
 
 # --- TCP on 127.0.0.1 with a free port ---
-"$VMB" serve "$R" vm_vdi@latest --port 0 --json >"$T/tcp.out" 2>"$T/tcp.err" &
+"$VMB" serve "$R" vm_vdi@latest --port 0 --cache-size 16M --json >"$T/tcp.out" 2>"$T/tcp.err" &
 SPID=$!; PIDS+=("$SPID")
 for _ in $(seq 100); do [ -s "$T/tcp.out" ] && break; sleep 0.1; done
 turi=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["exports"][0]["uri"])' "$T/tcp.out")

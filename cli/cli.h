@@ -58,6 +58,9 @@ int cli_progress_enabled(void);
  * of 1024, "Ki"/"KiB"/"KB" spellings too).  0 and *out set when the value
  * is in [min, max]; -1 on anything else (signs, overflow, trailing text). */
 int cli_parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+/* Parse a decimal integer in [min, max] (no sign other than '-', no
+ * trailing text, no empty string); 0 and *out set, -1 otherwise. */
+int cli_parse_int(const char *s, long min, long max, long *out);
 /* Human-readable byte counts. */
 const char *cli_bytes(uint64_t n, char buf[32]);
 /* Print a JSON string literal. */

@@ -324,7 +324,6 @@ static int backup_main(int argc, char **argv, const char **tags)
 	struct srclist sl = { NULL, 0, 0 };
 	int each = 0;
 	vmb_repo *r;
-	char *end;
 	int c, rc;
 
 	while ((c = getopt_long(argc, argv, "vh", opts, NULL)) != -1) {
@@ -344,12 +343,14 @@ static int backup_main(int argc, char **argv, const char **tags)
 		case 'E': each = 1; break;
 		case 'n': ho.flags |= VMB_HV_BACKUP_DRY_RUN; break;
 		case 'F': each = 1; each_from = optarg; break;
-		case 'j':
-			o.threads = (int)strtol(optarg, &end, 10);
-			if (*end || o.threads < 1 || o.threads > 64)
+		case 'j': {
+			long v;
+			if (cli_parse_int(optarg, 1, 64, &v))
 				return cli_usage_error("backup", "bad thread "
 						       "count '%s'", optarg);
+			o.threads = (int)v;
 			break;
+		}
 		default:
 			return cli_bad_option("backup", argv);
 		}

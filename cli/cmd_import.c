@@ -92,9 +92,8 @@ int cmd_import(int argc, char **argv)
 		case 't': tags[ntags++] = optarg; break;
 		case 'P': pfile = optarg; break;
 		case 'j': {
-			char *e;
-			long v = strtol(optarg, &e, 10);
-			if (*e || v < 1 || v > 64)
+			long v;
+			if (cli_parse_int(optarg, 1, 64, &v))
 				return cli_usage_error("import", "bad thread count "
 						       "'%s'", optarg);
 			o.threads = (int)v;

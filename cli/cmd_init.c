@@ -51,7 +51,7 @@ int cmd_init(int argc, char **argv)
 		CLI_COMMON_OPTIONS, { 0 }
 	};
 	vmb_repo_init_options o = VMB_REPO_INIT_OPTIONS_INIT;
-	char *pass = NULL, *end;
+	char *pass = NULL;
 	int c, rc;
 
 	while ((c = getopt_long(argc, argv, "vh", opts, NULL)) != -1) {
@@ -91,14 +91,14 @@ int cmd_init(int argc, char **argv)
 						       "xchacha20poly1305 or "
 						       "aes256gcm)", optarg);
 			break;
-		case 'l':
-			o.zstd_level = (int)strtol(optarg, &end, 10);
-			if (*end || o.zstd_level < 0 || o.zstd_level > 19)
+		case 'l': {
+			long v;
+			if (cli_parse_int(optarg, 0, 19, &v))
 				return cli_usage_error("init", "bad compression "
 						       "level '%s'", optarg);
-			if (o.zstd_level == 0)
-				o.zstd_level = -1;
+			o.zstd_level = v ? (int)v : -1;
 			break;
+		}
 		default:
 			return cli_bad_option("init", argv);
 		}

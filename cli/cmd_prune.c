@@ -57,9 +57,8 @@ static void on_item(const vmb_snapshot *s, int keep, const char *reason,
 
 static int count_arg(const char *cmd, const char *a, int *out)
 {
-	char *end;
-	long v = strtol(a, &end, 10);
-	if (*end || v < 0 || v > 1000000)
+	long v;
+	if (cli_parse_int(a, 0, 1000000, &v))
 		return cli_usage_error(cmd, "bad count '%s'", a);
 	*out = (int)v;
 	return 0;

@@ -221,9 +221,8 @@ int cmd_restore(int argc, char **argv)
 			break;
 		case 'd': o.disk = optarg; break;
 		case 'j': {
-			char *e;
-			long v = strtol(optarg, &e, 10);
-			if (*e || v < 1 || v > 64)
+			long v;
+			if (cli_parse_int(optarg, 1, 64, &v))
 				return cli_usage_error("restore", "bad thread count "
 						       "'%s'", optarg);
 			o.threads = (int)v;
@@ -241,9 +240,8 @@ int cmd_restore(int argc, char **argv)
 		case 'P': file = optarg; break;
 		case 'o': force = 1; break;
 		case 'p': {
-			char *e;
-			long v = strtol(optarg, &e, 10);
-			if (!*optarg || *e || v < 0 || v > 4096)
+			long v;
+			if (cli_parse_int(optarg, 0, 4096, &v))
 				return cli_usage_error("restore", "bad partition "
 						       "number '%s'", optarg);
 			partition = (int)v;

@@ -221,9 +221,8 @@ int cmd_verify(int argc, char **argv)
 			o.data = 1;
 			break;
 		case 'j': {
-			char *e;
-			long v = strtol(optarg, &e, 10);
-			if (*e || v < 1 || v > 64)
+			long v;
+			if (cli_parse_int(optarg, 1, 64, &v))
 				return cli_usage_error("verify", "bad thread count "
 						       "'%s'", optarg);
 			o.threads = (int)v;
@@ -260,8 +259,8 @@ int cmd_verify(int argc, char **argv)
 			break;
 		case 'c': bo.vcpu = optarg; break;
 		case 'm': {
-			long v = strtol(optarg, &end, 10);
-			if (*end || v < 2 || v > 2048)
+			long v;
+			if (cli_parse_int(optarg, 2, 2048, &v))
 				return cli_usage_error("verify", "bad memory "
 						       "size '%s' (MiB, 2 to "
 						       "2048)", optarg);
@@ -270,8 +269,8 @@ int cmd_verify(int argc, char **argv)
 		}
 		case 'D': bo.disk = optarg; break;
 		case 'L': {
-			long v = strtol(optarg, &end, 10);
-			if (*end || v < 1 || v > (64l << 20))
+			long v;
+			if (cli_parse_int(optarg, 1, (64l << 20), &v))
 				return cli_usage_error("verify", "bad console "
 						       "limit '%s' (bytes, up "
 						       "to 64 MiB)", optarg);

@@ -321,6 +321,20 @@ int cli_progress_enabled(void)
 	return !g.quiet && (g.progress || isatty(STDERR_FILENO));
 }
 
+int cli_parse_int(const char *s, long min, long max, long *out)
+{
+	char *end;
+	long v;
+	if (!s || !*s)
+		return -1;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || *end || end == s || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
 int cli_parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
 	uint64_t v = 0, mul = 1;

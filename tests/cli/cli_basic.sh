@@ -66,6 +66,14 @@ done
 for v in 512K 2T 1Mx; do
 	expect_exit 2 "serve --cache-size '$v'" "$VMB" serve "$R" latest --cache-size "$v"
 done
+for v in 4294967297 0 "" 3x -1; do
+	expect_exit 2 "backup --threads '$v'" "$VMB" backup "$R" "$T/none.img" --threads "$v"
+	expect_exit 2 "restore --threads '$v'" "$VMB" restore "$R" latest --to "$T/x" --threads "$v"
+done
+for v in "" -1 1000001 5z; do
+	expect_exit 2 "prune --keep-last '$v'" "$VMB" prune "$R" --keep-last "$v"
+	expect_exit 2 "init --compression-level '$v'" "$VMB" init "$R" --compression-level "$v"
+done
 for v in 0 17592186044417 1Q; do
 	expect_exit 2 "mount --cache-size '$v'" "$VMB" mount "$R" latest "$T/mnt" --cache-size "$v"
 done

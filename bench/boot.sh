@@ -24,7 +24,7 @@ RUNS=${RUNS:-3}
 QEMU=${VMB_QEMU:-qemu-system-x86_64}
 W=$(mktemp -d /tmp/vmbboot.XXXXXX)
 trap 'rm -rf "$W"' EXIT
-export VMB_PASSPHRASE=bench VMB_KDF_OPSLIMIT=1 VMB_KDF_MEMLIMIT=8388608 XDG_CACHE_HOME=$W/cache
+export VMB_PASSPHRASE=bench XDG_CACHE_HOME=$W/cache
 
 bash tests/fixtures-src/make-linux-disk.sh "$W/linux.raw" vmb-bench-ok
 "$V" init "$W/repo" >/dev/null

@@ -15,7 +15,7 @@ cmake --build build-bench -j"$(nproc)" >/dev/null
 V=$PWD/build-bench/cli/vmb
 W=${VMB_BENCH_DIR:-$PWD/bench/out/cbt}
 rm -rf "$W"; mkdir -p "$W"
-export VMB_PASSPHRASE=bench VMB_KDF_OPSLIMIT=1 VMB_KDF_MEMLIMIT=8388608
+export VMB_PASSPHRASE=bench
 export BORG_PASSPHRASE=bench RESTIC_PASSWORD=bench BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
 python3 - "$W/base.raw" $((gib * 1024)) <<'PY'
 import os, sys

@@ -51,7 +51,6 @@ cc -O2 -o "$OUT/gen" "$HERE/gen.c"
 cc -O2 -o "$OUT/micro" "$HERE/micro.c" -lsodium -lzstd
 
 export VMB_PASSPHRASE='bench passphrase'
-export VMB_KDF_OPSLIMIT=1 VMB_KDF_MEMLIMIT=8388608
 export XDG_CACHE_HOME=$OUT/cache
 CAN_DROP=1
 sync

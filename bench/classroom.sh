@@ -19,7 +19,7 @@ cmake --build build-bench -j"$(nproc)" >/dev/null
 V=$PWD/build-bench/cli/vmb
 W=${VMB_BENCH_DIR:-$PWD/bench/out/classroom}
 rm -rf "$W"; mkdir -p "$W/lab"
-export VMB_PASSPHRASE=bench VMB_KDF_OPSLIMIT=1 VMB_KDF_MEMLIMIT=8388608
+export VMB_PASSPHRASE=bench
 python3 - "$W/base.raw" "$mib" <<'PY'
 import os, sys
 path, mib = sys.argv[1], int(sys.argv[2])

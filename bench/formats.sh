@@ -18,7 +18,7 @@ V=$PWD/build-bench/cli/vmb
 RUNS=${RUNS:-5}
 W=$(mktemp -d /tmp/vmbfmt.XXXXXX)
 trap 'rm -rf "$W"' EXIT
-export VMB_PASSPHRASE=bench VMB_KDF_OPSLIMIT=1 VMB_KDF_MEMLIMIT=8388608 XDG_CACHE_HOME=$W/cache
+export VMB_PASSPHRASE=bench XDG_CACHE_HOME=$W/cache
 
 cc -O2 -o "$W/gen" bench/gen.c
 mix=$("$W/gen" create "$W/mixed.raw" 1024 1 2>&1)

@@ -15,6 +15,11 @@
  *         mixed       90% of the bytes in 4 regions, 10% as 4 KiB writes
  *       The new data is text-like or random, half and half.
  *
+ *   gen diffpages A B
+ *       Write to stdout every 4 KiB page of B that differs from the same
+ *       page of A (what B has of its own: the least any store must keep
+ *       of B beside A; compress it to get that floor).
+ *
  * Build: cc -O2 -o gen gen.c
  */
 #define _GNU_SOURCE
@@ -238,8 +243,50 @@ static int modify(const char *path, uint64_t seed, double pct,
 	return 0;
 }
 
+static int diffpages(const char *a, const char *b)
+{
+	static char pa[1 << 20], pb[1 << 20];
+	int fa = open(a, O_RDONLY), fb = open(b, O_RDONLY);
+	ssize_t na, nb;
+	if (fa < 0 || fb < 0) {
+		perror(fa < 0 ? a : b);
+		return 1;
+	}
+	posix_fadvise(fa, 0, 0, POSIX_FADV_SEQUENTIAL);
+	posix_fadvise(fb, 0, 0, POSIX_FADV_SEQUENTIAL);
+	for (;;) {
+		nb = read(fb, pb, sizeof pb);
+		if (nb < 0) {
+			perror(b);
+			return 1;
+		}
+		if (nb == 0)
+			break;
+		na = read(fa, pa, (size_t)nb);
+		if (na < 0) {
+			perror(a);
+			return 1;
+		}
+		if (na < nb)
+			memset(pa + na, 0, (size_t)(nb - na));
+		for (ssize_t o = 0; o < nb; o += 4096) {
+			size_t n = (size_t)(nb - o) < 4096 ? (size_t)(nb - o) : 4096;
+			if (memcmp(pa + o, pb + o, n) &&
+			    fwrite(pb + o, 1, n, stdout) != n) {
+				perror("stdout");
+				return 1;
+			}
+		}
+	}
+	close(fa);
+	close(fb);
+	return fflush(stdout) ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 4 && !strcmp(argv[1], "diffpages"))
+		return diffpages(argv[2], argv[3]);
 	if (argc == 5 && !strcmp(argv[1], "create"))
 		return create(argv[2], strtoull(argv[3], NULL, 10),
 			      strtoull(argv[4], NULL, 10));
@@ -248,6 +295,7 @@ int main(int argc, char **argv)
 			      atof(argv[4]), argv[5]);
 	fprintf(stderr, "usage: gen create IMAGE SIZE_MIB SEED\n"
 			"       gen modify IMAGE SEED PERCENT "
-			"contiguous|scattered|mixed\n");
+			"contiguous|scattered|mixed\n"
+			"       gen diffpages A B\n");
 	return 2;
 }

@@ -17,16 +17,33 @@ run_classroom() {
 		c=$OUT/pc$i.vdi
 		cp --sparse=always "$raw" "$OUT/pc.raw"
 		"$OUT/gen" modify "$OUT/pc.raw" $((SEED + 100 + i)) 2 mixed 2>/dev/null
+		# the floor of any store: the pages this clone has of its own
+		# (not in the base), compressed like vmb does (zstd -1)
+		record size class "own-$i" "$("$OUT/gen" diffpages "$raw" "$OUT/pc.raw" | zstd -q -1 -c | wc -c)"
 		qemu-img convert -f raw -O vdi "$OUT/pc.raw" "$c"
 		rm -f "$OUT/pc.raw"
 		[ "$i" = 1 ] && record size class disk "$(stat -c %s "$c")" "$(du -sb "$c" | cut -f1)"
 		sync; sleep 2   # at rest, as a shut-down classroom PC
 		measure class "clone-$i" 1 "$VMB" backup "$repo" "$c" --vm "pc$i" --json
 		[ "$i" = 1 ] && record size class first "$(dusize "$repo")"
-		rm -f "$c"
+		# the floor of any backup of a clone without change tracking:
+		# reading it once, cold like the backup (first, second, last)
+		if [ "$i" -le 2 ] || [ "$i" = "$CLASS_N" ]; then
+			measure class "read-$i" 1 dd if="$c" of=/dev/null bs=4M
+		fi
+		# kept for the warm pair below: the first and the last clone
+		[ "$i" = 1 ] || [ "$i" = "$CLASS_N" ] || rm -f "$c"
 	done
 	record size class all "$(dusize "$repo")"
-	rm -rf "$repo" "$raw"
+	# the same first and later clone with a warm page cache (the clone
+	# just written, as on a host that made it), into a fresh repository
+	rm -rf "$repo" "$XDG_CACHE_HOME/vmb"
+	"$VMB" init "$repo" --cipher "$CIPHER" >/dev/null
+	(CAN_DROP=0 IMG=$OUT/pc1.vdi
+	 measure class warm-first 1 "$VMB" backup "$repo" "$OUT/pc1.vdi" --vm pc1 --json
+	 IMG=$OUT/pc$CLASS_N.vdi
+	 measure class warm-later 1 "$VMB" backup "$repo" "$OUT/pc$CLASS_N.vdi" --vm "pc$CLASS_N" --json) || exit 1
+	rm -rf "$repo" "$raw" "$OUT"/pc*.vdi
 }
 
 # small business night: five VMs of mixed formats (qcow2, VMDK, VDI, raw,

@@ -24,7 +24,7 @@ SIZE_MIB=${SIZE_MIB:-1024}
 W=$(mktemp -d /tmp/vmbserve.XXXXXX)
 SPID=
 trap '[ -n "$SPID" ] && kill $SPID 2>/dev/null; rm -rf "$W"' EXIT
-export VMB_PASSPHRASE=bench VMB_KDF_OPSLIMIT=1 VMB_KDF_MEMLIMIT=8388608 XDG_CACHE_HOME=$W/cache
+export VMB_PASSPHRASE=bench XDG_CACHE_HOME=$W/cache
 PY=
 for p in python3 /usr/bin/python3; do
 	"$p" -c 'import nbd' 2>/dev/null && { PY=$p; break; }

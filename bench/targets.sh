@@ -13,7 +13,7 @@ W=$(mktemp -d /tmp/vmbtargets.XXXXXX)
 cleanup() { tests/services/s3.sh stop "$W/svc" >/dev/null 2>&1 || true
 	tests/services/nfs.sh stop "$W/svc" >/dev/null 2>&1 || true; rm -rf "$W"; }
 trap cleanup EXIT
-export VMB_PASSPHRASE=bench VMB_KDF_OPSLIMIT=1 VMB_KDF_MEMLIMIT=8388608
+export VMB_PASSPHRASE=bench
 tests/services/s3.sh start "$W/svc" >/dev/null
 tests/services/nfs.sh start "$W/svc" >/dev/null
 set -a; . "$W/svc/env"; set +a

@@ -25,6 +25,9 @@ struct worker_state {
 	ZSTD_CCtx *cctx;
 };
 
+/* A first backup compares its chunks with up to this many other disks */
+#define VMB_MAX_REFS 4
+
 struct bctx {
 	vmb_repo *r;
 	vmb_index *ix;          /* index being built */
@@ -48,13 +51,19 @@ struct bctx {
 	vmb_pool *readers;      /* patch runs: scattered reads in parallel */
 	uint8_t *mine;          /* per chunk: uploaded by this run */
 	const vmb_idset *damaged; /* chunks verify found damaged */
-	/* page maps (pagemap.c): this disk's, being written, and the one of
-	 * the reference whose pages a new chunk is compared with (the
-	 * parent, or a similar disk of another VM), with its index */
+	/* page maps (pagemap.c): this disk's, being written; the parent's
+	 * (carried forward for chunks change tracking skips or patches);
+	 * and the references whose pages a new chunk is compared with, each
+	 * with its index: the parent, or similar disks of other VMs (the
+	 * chunk picks the one it differs from least) */
 	vmb_pagemap *newmap;
-	const vmb_pagemap *refmap;
-	const vmb_index *ref;
-	uint64_t bytes_like; /* chunk bytes stored as patches over ref */
+	const vmb_pagemap *parentmap;
+	struct refsrc {
+		const vmb_index *ix;
+		const vmb_pagemap *map;
+	} refs[VMB_MAX_REFS];
+	int nrefs;
+	uint64_t bytes_like; /* chunk bytes stored as patches over refs */
 	/* stats (under lock) */
 	uint64_t bytes_new, bytes_stored, chunks_new, fp_reused;
 	uint64_t bytes_allocated; /* whole chunks that held data */
@@ -192,79 +201,103 @@ static int entry_damaged(const struct bctx *c, const vmb_index *ix,
 
 /*
  * A chunk the repository does not have, whose page fingerprints are
- * @pages: if at most half of it differs from the reference's chunk at
- * the same place (the pages whose fingerprints differ, with the runs
- * the reference itself patched over its base), move those pages to the
- * front of the buffer and make the entry a patch over the reference's
- * base; if nothing differs, copy the reference's entry.  The
+ * @pages, against each reference's chunk at the same place: what a patch
+ * over that reference's base would hold is the pages whose fingerprints
+ * differ plus the runs the reference itself patched over its base (the
+ * base's pages there are not in the map).  The reference with the
+ * fewest such bytes wins (the first one on a tie); if that is at most
+ * half of the chunk, those pages move to the front of the buffer and the
+ * entry becomes a patch over the winner's base.  A chunk equal to a
+ * reference's page for page takes that reference's entry.  The
  * fingerprints are keyed (the guest cannot aim a collision) and 128 bits
- * wide, as for the reuse of a parent's chunk id.  @return 1 made a patch,
- * 2 copied the entry, 0 store the chunk whole, or an error.
+ * wide, as for the reuse of a parent's chunk id.  @return 1 made a
+ * patch, 2 copied an entry, 0 store the chunk whole, or an error.
  */
 static int like_ref(struct bctx *c, struct job *j, const uint8_t *pages)
 {
 	static _Thread_local vmb_index_run diff[VMB_INDEX_MAX_RUNS],
-		all[VMB_INDEX_MAX_RUNS];
-	const vmb_index *ref = c->ref;
-	const vmb_index_patch *pp;
-	const uint8_t *rp, *base = NULL;
-	uint32_t nd = 0, limit = j->len / 2;
-	uint64_t total = 0;
-	int nall, rc;
+		all[VMB_INDEX_MAX_RUNS], best[VMB_INDEX_MAX_RUNS];
+	const uint8_t *best_base = NULL;
+	uint32_t limit = j->len / 2;
+	uint64_t best_total = (uint64_t)limit + 1, total;
+	int nbest = 0, rc;
 
-	if (!ref || j->idx >= ref->count ||
-	    vmb_index_chunk_len(ref, j->idx) != j->len ||
-	    !(rp = vmb_pagemap_get(c->refmap, j->idx)) ||
-	    entry_damaged(c, ref, j->idx))
-		return 0;
-	pp = vmb_index_patch_of(ref, j->idx);
-	if (ref->e[j->idx].kind == VMB_CHUNK_DATA)
-		base = ref->e[j->idx].id;
-	else if (pp && !vmb_index_id_is_zero(pp->base))
-		base = pp->base;
-	if (!base)
-		return 0;
-	for (uint32_t off = 0, p = 0; off < j->len; off += VMB_PAGE_BYTES, p++) {
-		uint32_t n = j->len - off < VMB_PAGE_BYTES ? j->len - off
-							   : VMB_PAGE_BYTES;
-		if (!memcmp(pages + (size_t)p * 16, rp + (size_t)p * 16, 16))
+	for (int x = 0; x < c->nrefs; x++) {
+		const vmb_index *ref = c->refs[x].ix;
+		const vmb_index_patch *pp;
+		const uint8_t *rp, *base = NULL;
+		uint32_t nd = 0;
+		int nall, over = 0;
+
+		if (j->idx >= ref->count ||
+		    vmb_index_chunk_len(ref, j->idx) != j->len ||
+		    !(rp = vmb_pagemap_get(c->refs[x].map, j->idx)) ||
+		    entry_damaged(c, ref, j->idx))
 			continue;
-		if ((total += n) > limit)
-			return 0; /* most of it: a whole new chunk is better */
-		if (nd && diff[nd - 1].off + diff[nd - 1].len == off) {
-			diff[nd - 1].len += n;
+		pp = vmb_index_patch_of(ref, j->idx);
+		if (ref->e[j->idx].kind == VMB_CHUNK_DATA)
+			base = ref->e[j->idx].id;
+		else if (pp && !vmb_index_id_is_zero(pp->base))
+			base = pp->base;
+		if (!base)
 			continue;
+		total = 0;
+		for (uint32_t off = 0, p = 0; off < j->len;
+		     off += VMB_PAGE_BYTES, p++) {
+			uint32_t n = j->len - off < VMB_PAGE_BYTES ?
+				     j->len - off : VMB_PAGE_BYTES;
+			if (!memcmp(pages + (size_t)p * 16, rp + (size_t)p * 16,
+				    16))
+				continue;
+			/* past half, or no better than the best so far */
+			if ((total += n) >= best_total ||
+			    (nd == VMB_INDEX_MAX_RUNS &&
+			     diff[nd - 1].off + diff[nd - 1].len != off)) {
+				over = 1;
+				break;
+			}
+			if (nd && diff[nd - 1].off + diff[nd - 1].len == off) {
+				diff[nd - 1].len += n;
+				continue;
+			}
+			diff[nd].off = off;
+			diff[nd++].len = n;
 		}
-		if (nd == VMB_INDEX_MAX_RUNS)
-			return 0;
-		diff[nd].off = off;
-		diff[nd++].len = n;
+		if (over)
+			continue;
+		if (!nd) {
+			/* the reference's chunk to the page: its entry, no
+			 * hashing and nothing stored */
+			pthread_mutex_lock(&c->lock);
+			rc = vmb_index_copy_entry(c->ix, ref, j->idx);
+			pthread_mutex_unlock(&c->lock);
+			return rc ? rc : 2;
+		}
+		nall = merge_runs(diff, nd, pp ? pp->runs : NULL,
+				  pp ? pp->nruns : 0, all);
+		if (nall <= 0)
+			continue;
+		total = 0;
+		for (int k = 0; k < nall; k++)
+			total += all[k].len;
+		if (total >= best_total)
+			continue;
+		memcpy(best, all, (size_t)nall * sizeof *all);
+		nbest = nall;
+		best_total = total;
+		best_base = base;
 	}
-	if (!nd) {
-		/* the reference's chunk to the page: its entry, no hashing
-		 * and nothing stored */
-		pthread_mutex_lock(&c->lock);
-		rc = vmb_index_copy_entry(c->ix, ref, j->idx);
-		pthread_mutex_unlock(&c->lock);
-		return rc ? rc : 2;
-	}
-	nall = merge_runs(diff, nd, pp ? pp->runs : NULL, pp ? pp->nruns : 0,
-			  all);
-	if (nall <= 0)
-		return 0;
+	if (!nbest)
+		return 0; /* most of it: a whole new chunk is better */
 	total = 0;
-	for (int k = 0; k < nall; k++)
-		total += all[k].len;
-	if (total > limit)
-		return 0;
-	total = 0;
-	for (int k = 0; k < nall; k++) {
+	for (int k = 0; k < nbest; k++) {
 		/* runs increase: each moves down (or stays) */
-		memmove(j->buf + total, j->buf + all[k].off, all[k].len);
-		total += all[k].len;
+		memmove(j->buf + total, j->buf + best[k].off, best[k].len);
+		total += best[k].len;
 	}
 	pthread_mutex_lock(&c->lock);
-	rc = vmb_index_set_patch(c->ix, j->idx, base, all, (uint32_t)nall);
+	rc = vmb_index_set_patch(c->ix, j->idx, best_base, best,
+				 (uint32_t)nbest);
 	pthread_mutex_unlock(&c->lock);
 	if (rc)
 		return rc;
@@ -305,7 +338,7 @@ static void chunk_job(void *arg, int worker)
 	int parent_data = c->parent && j->idx < c->parent->count &&
 			  c->parent->e[j->idx].kind == VMB_CHUNK_DATA &&
 			  vmb_index_chunk_len(c->parent, j->idx) == j->len;
-	if (parent_data || !pages || !c->refmap)
+	if (parent_data || !pages || !c->nrefs)
 		vmb_crypto_fingerprint(r->keys, j->buf, j->len, e->fp);
 	if (parent_data &&
 	    memcmp(c->parent->e[j->idx].fp, e->fp, 16) == 0 &&
@@ -317,7 +350,7 @@ static void chunk_job(void *arg, int worker)
 		pthread_mutex_unlock(&c->lock);
 		goto out;
 	}
-	if (pages && c->refmap) {
+	if (pages && c->nrefs) {
 		/* changed since the reference (or there is no parent): maybe
 		 * only some of its pages did; then only those are hashed and
 		 * stored, as a patch over the reference's chunk */
@@ -454,8 +487,7 @@ static int report(struct progress_state *ps, int force)
 static void patch_pages(struct bctx *c, const struct job *j)
 {
 	uint8_t *out = vmb_pagemap_slot(c->newmap, j->idx);
-	const uint8_t *in = c->ref == c->parent ?
-			    vmb_pagemap_get(c->refmap, j->idx) : NULL;
+	const uint8_t *in = vmb_pagemap_get(c->parentmap, j->idx);
 	uint32_t clen = vmb_index_chunk_len(c->ix, j->idx);
 	uint64_t pos = 0;
 	if (!out || !in)
@@ -633,8 +665,7 @@ static int backup_disk(struct bctx *c, vmb_pool *pool, vmb_disk *d,
 			pthread_mutex_unlock(&c->lock);
 			if (rc)
 				return rc;
-			const uint8_t *pf = c->ref == c->parent ?
-					    vmb_pagemap_get(c->refmap, i) : NULL;
+			const uint8_t *pf = vmb_pagemap_get(c->parentmap, i);
 			uint8_t *nf = vmb_pagemap_slot(c->newmap, i);
 			if (pf && nf) {
 				memcpy(nf, pf, (size_t)((len + VMB_PAGE_BYTES - 1) /
@@ -935,61 +966,119 @@ static int find_parent(vmb_repo *r, const char *vm, vmb_snapshot **out)
 	return 0;
 }
 
+/* The references of a disk backed up without a parent, with what they
+ * own. */
+struct refset {
+	int n;
+	vmb_index ix[VMB_MAX_REFS];
+	vmb_pagemap *map[VMB_MAX_REFS];
+	char snap[VMB_MAX_REFS][33];
+};
+
+static void refset_free(struct refset *s)
+{
+	for (int k = 0; k < s->n; k++) {
+		vmb_index_free(&s->ix[k]);
+		vmb_pagemap_close(s->map[k]);
+	}
+	s->n = 0;
+}
+
 /*
  * For a disk backed up without a parent (a VM's first backup, or
- * --full): a disk of the same size and chunk size in one of the newest
- * snapshots whose page map this host has.  Its pages are what a new
- * chunk is compared with (the classroom of clones: thirty copies of one
- * image, each a little different).  Of up to 16 candidates the one with
- * the most whole chunks wins (newest first on a tie): a chunk that is
- * itself a patch can only be compared outside its runs, so the clone
- * everybody else patched over is the best reference.  Nothing found is
- * not an error.
+ * --full): disks of the same size and chunk size in the newest snapshots
+ * whose page map this host has.  Their pages are what a new chunk is
+ * compared with (the classroom of clones: thirty copies of one image,
+ * each a little different), each chunk picking the one it differs from
+ * least.  Of up to 64 candidates (newest first) these are kept: the one
+ * with the most whole chunks (newest first on a tie: the image the
+ * others were patched over, so a chunk that clone changed itself is
+ * where another candidate serves better), and the three newest (their
+ * chunks are patches over the best base each chunk had, or whole chunks
+ * where no base was good).  Only their maps are opened (authenticated);
+ * one that is not usable is left out.  Nothing found is not an error.
  */
-static void find_reference(vmb_repo *r, const vmb_mdisk *m, vmb_index *rix,
-			   vmb_pagemap **map, char snap[33])
+static void find_references(vmb_repo *r, const vmb_mdisk *m,
+			    struct refset *out)
 {
+	enum { WINDOW = 64, NEWEST = VMB_MAX_REFS - 1 };
+	struct cand {
+		vmb_index ix;
+		const char *index;
+		const char *snap;
+		uint64_t whole;
+	} keep[VMB_MAX_REFS];
 	vmb_snapshot **list;
 	size_t n;
-	int tried = 0;
-	uint64_t best = 0;
-	*map = NULL;
+	int nnew = 0, old = 0, best = -1, seen = 0;
+
+	memset(out, 0, sizeof *out);
 	if (vmb_repo__snapshots(r, NULL, 0, &list, &n)) {
 		vmb_error_clear();
 		return;
 	}
-	for (size_t k = n; k-- > 0 && tried < 16;)
-		for (size_t d = 0; d < list[k]->ndisks && tried < 16; d++) {
+	/* keep[0..NEWEST-1]: the newest; keep[NEWEST]: the older one with
+	 * the most whole chunks */
+	for (size_t k = n; k-- > 0 && seen < WINDOW;)
+		for (size_t d = 0; d < list[k]->ndisks && seen < WINDOW; d++) {
 			const vmb_mdisk *x = &list[k]->disks[d];
-			vmb_pagemap *pm;
 			vmb_index ix;
 			uint64_t whole = 0;
-			if (x->size != m->size || x->chunk_size != r->chunk_size)
+			int dup = 0, slot;
+			if (x->size != m->size || x->chunk_size != r->chunk_size ||
+			    !vmb_pagemap_present(r, x->index, m->size,
+						 r->chunk_size))
 				continue;
-			vmb_pagemap_open(r, x->index, m->size, r->chunk_size,
-					 &pm);
-			if (!pm)
-				continue;
-			tried++;
+			for (int q = 0; q < nnew; q++)
+				dup |= !strcmp(keep[q].index, x->index);
+			if (dup || (old && !strcmp(keep[NEWEST].index, x->index)))
+				continue; /* the same disk content again */
+			seen++;
 			if (vmb_repo__load_index(r, x->index, &ix)) {
-				vmb_pagemap_close(pm);
 				vmb_error_clear();
 				continue;
 			}
 			for (uint64_t e = 0; e < ix.count; e++)
 				whole += ix.e[e].kind == VMB_CHUNK_DATA;
-			if (*map && whole <= best) {
-				vmb_pagemap_close(pm);
+			if (nnew < NEWEST) {
+				slot = nnew++;
+			} else if (!old || whole > keep[NEWEST].whole) {
+				if (old)
+					vmb_index_free(&keep[NEWEST].ix);
+				slot = NEWEST;
+				old = 1;
+			} else {
 				vmb_index_free(&ix);
 				continue;
 			}
-			vmb_pagemap_close(*map);
-			vmb_index_free(rix);
-			*map = pm;
-			*rix = ix;
-			best = whole;
-			memcpy(snap, list[k]->id, 33);
+			keep[slot].ix = ix;
+			keep[slot].index = x->index;
+			keep[slot].snap = list[k]->id;
+			keep[slot].whole = whole;
 		}
+	for (int q = 0; q < nnew; q++)
+		if (best < 0 || keep[q].whole > keep[best].whole)
+			best = q;
+	if (old && (best < 0 || keep[NEWEST].whole > keep[best].whole))
+		best = NEWEST;
+	else if (old)
+		vmb_index_free(&keep[NEWEST].ix);
+	/* the best first, then the newest */
+	for (int q = -1; q < nnew; q++) {
+		int s = q < 0 ? best : q;
+		vmb_pagemap *pm = NULL;
+		if (s < 0 || (q >= 0 && q == best))
+			continue;
+		vmb_pagemap_open(r, keep[s].index, m->size, r->chunk_size, &pm);
+		if (!pm) {
+			vmb_index_free(&keep[s].ix);
+			continue;
+		}
+		out->ix[out->n] = keep[s].ix;
+		out->map[out->n] = pm;
+		memcpy(out->snap[out->n], keep[s].snap, 33);
+		out->n++;
+	}
 	vmb_snapshot_list_free(list, n);
 }
 
@@ -1312,29 +1401,38 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 			used_parent = used_parent > 2 ? used_parent : 2;
 		else if (have_parent && !used_parent)
 			used_parent = 1;
-		/* page maps: this disk's for later backups, and the one its
-		 * new chunks are compared with (the parent's, else another
-		 * snapshot's disk like this one) */
-		vmb_pagemap *refmap = NULL;
-		vmb_index rix;
-		char refsnap[33] = "";
-		memset(&rix, 0, sizeof rix);
+		/* page maps: this disk's for later backups, and those its
+		 * new chunks are compared with (the parent's, else other
+		 * snapshots' disks like this one) */
+		vmb_pagemap *parentmap = NULL;
+		struct refset rs;
+		memset(&rs, 0, sizeof rs);
 		vmb_pagemap_create(r, m->size, r->chunk_size, &c.newmap);
+		c.nrefs = 0;
 		if (have_parent) {
 			if (pix.disk_size == m->size &&
 			    pix.chunk_size == r->chunk_size)
 				vmb_pagemap_open(r, pm_used->index, m->size,
-						 r->chunk_size, &refmap);
-			c.ref = refmap ? &pix : NULL;
+						 r->chunk_size, &parentmap);
+			if (parentmap) {
+				c.refs[0].ix = &pix;
+				c.refs[0].map = parentmap;
+				c.nrefs = 1;
+			}
 		} else {
-			find_reference(r, m, &rix, &refmap, refsnap);
-			c.ref = refmap ? &rix : NULL;
-			if (refmap)
+			find_references(r, m, &rs);
+			for (int k = 0; k < rs.n; k++) {
+				c.refs[k].ix = &rs.ix[k];
+				c.refs[k].map = rs.map[k];
+			}
+			c.nrefs = rs.n;
+			if (rs.n)
 				vmb_log(VMB_LOG_INFO, "disk %s: new chunks are "
 					"compared page by page with snapshot "
-					"%s", m->name, refsnap);
+					"%s and %d more like it", m->name,
+					rs.snap[0], rs.n - 1);
 		}
-		c.refmap = refmap;
+		c.parentmap = parentmap;
 		ps.p.item = m->name;
 		rc = backup_disk(&c, pool, disks[i], &ps, &res->bytes_read);
 		if (c.readers)
@@ -1343,10 +1441,10 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 		vmb_pool_wait(c.store); /* every chunk stored before the index */
 		c.changed = NULL;
 		c.ranges = NULL;
-		c.ref = NULL;
-		c.refmap = NULL;
-		vmb_pagemap_close(refmap);
-		vmb_index_free(&rix);
+		c.nrefs = 0;
+		c.parentmap = NULL;
+		vmb_pagemap_close(parentmap);
+		refset_free(&rs);
 		vmb_cbt_plan_free(&plan);
 		vmb_index_free(&pix);
 		if (!rc && c.err) {

@@ -170,6 +170,24 @@ int vmb_pagemap_open(vmb_repo *r, const char *index, uint64_t disk_size,
 	return 0;
 }
 
+int vmb_pagemap_present(vmb_repo *r, const char *index, uint64_t disk_size,
+			uint32_t chunk_size)
+{
+	uint64_t count;
+	uint32_t ppc;
+	size_t fps_at, len;
+	struct stat st;
+	char *p;
+	int ok;
+	if (!pm_geometry(disk_size, chunk_size, &count, &ppc, &fps_at, &len) ||
+	    !(p = pm_path(r, index)))
+		return 0;
+	ok = stat(p, &st) == 0 && S_ISREG(st.st_mode) &&
+	     (uint64_t)st.st_size == len;
+	free(p);
+	return ok;
+}
+
 int vmb_pagemap_create(vmb_repo *r, uint64_t disk_size, uint32_t chunk_size,
 		       vmb_pagemap **out)
 {

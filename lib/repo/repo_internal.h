@@ -147,6 +147,10 @@ int vmb_repo__threads(const vmb_repo *r, int requested);
 typedef struct vmb_pagemap vmb_pagemap;
 int vmb_pagemap_open(vmb_repo *r, const char *index, uint64_t disk_size,
 		     uint32_t chunk_size, vmb_pagemap **out);
+/* 1 if a map for @index of that geometry is in the cache (not checked
+ * further: vmb_pagemap_open() authenticates it). */
+int vmb_pagemap_present(vmb_repo *r, const char *index, uint64_t disk_size,
+			uint32_t chunk_size);
 int vmb_pagemap_create(vmb_repo *r, uint64_t disk_size, uint32_t chunk_size,
 		       vmb_pagemap **out);
 /* Chunk @i's page fingerprints (16 bytes a page), or NULL if unknown. */

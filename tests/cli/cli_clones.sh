@@ -126,4 +126,73 @@ for f in $(find "$R/chunks" -name '*.good'); do mv "$f" "${f%.good}"; done
 expect_exit 0 "restore clone 6" "$VMB" restore "$R" pc6@latest --to "$T/r6" --format raw
 check "clone 6 restores byte for byte" cmp "$T/pc6.raw" "$T/r6/pc6.img"
 expect_exit 0 "check at the end" "$VMB" check "$R"
+
+# Each chunk picks the reference it differs from least.  In a new
+# repository: d1 rewrites 3 MiB of chunk 2 (so d2 stores that chunk whole
+# again, as the base had it), d2 64 pages of chunk 4, d3 64 pages of
+# chunk 5, d4 32 pages each of chunks 0 and 2.  Picking per chunk, d3
+# takes d2's entry for chunk 2 and d1's for chunk 4 and stores its own 64
+# pages only; d4 patches 32 pages over d2's chunk 2 and 32 over d1's
+# chunk 0.  With one reference (d1) for every chunk, d4 would store
+# chunk 2 whole again (4 MiB of random data: d1's change undone and d4's
+# own pages; d3's whole chunk 2 happens to be d2's, deduplicated).
+R2=$T/repo2
+# d$1: the base with random bytes at the given 4 KiB pages or byte ranges
+variant() {
+	local name=$1
+	shift
+	cp --sparse=always "$BASE" "$T/$name.raw"
+	python3 - "$T/$name.raw" "$@" <<'PY'
+import os, random, sys
+with open(sys.argv[1], "r+b") as f:
+    for spec in sys.argv[2:]:
+        kind, a, b = spec.split(":")
+        if kind == "range":   # offset:length
+            f.seek(int(a))
+            f.write(os.urandom(int(b)))
+        else:                 # pages:CHUNK:COUNT, distinct random pages
+            r = random.Random(spec)
+            for page in r.sample(range(1024), int(b)):
+                f.seek(int(a) * 4 * 1048576 + page * 4096)
+                f.write(os.urandom(4096))
+PY
+	qemu-img convert -f raw -O vdi "$T/$name.raw" "$T/$name.vdi"
+}
+variant d1 range:$((8 * MIB + MIB / 2)):$((3 * MIB))
+variant d2 pages:4:64
+variant d3 pages:5:64
+variant d4 pages:0:32 pages:2:32
+expect_exit 0 "init repo2" "$VMB" init "$R2"
+for d in d1 d2 d3 d4; do
+	expect_exit 0 "backup of $d" "$VMB" backup "$R2" "$T/$d.vdi" --vm $d --json -v
+	cp "$T/out" "$T/b$d"
+done
+N=$(stat_of "$T/bd2" bytes_new)
+check "d2: chunk 2 whole (d1 changed most of it) and 64 pages ($N bytes new)" \
+	test "$N" -eq $((4 * MIB + 64 * 4096))
+for d in d3 d4; do
+	N=$(stat_of "$T/b$d" bytes_new)
+	S=$(stat_of "$T/b$d" bytes_stored)
+	check "$d: only its own 64 pages are new ($N bytes)" test "$N" -eq $((64 * 4096))
+	check "$d: stored $S bytes, not chunk 2 again" test "$S" -lt $((64 * 4096 + 64 * 1024))
+done
+for d in d1 d2 d3 d4; do
+	expect_exit 0 "restore $d" "$VMB" restore "$R2" $d@latest --to "$T/r$d" --format raw
+	check "$d restores byte for byte" cmp "$T/$d.raw" "$T/r$d/$d.img"
+done
+expect_exit 0 "verify repo2 --data" "$VMB" verify "$R2" --data
+# the references gone: d1 and d2 back up other disks, their first
+# snapshots are pruned and GC'd; d3 and d4 keep their bases
+for d in d1 d2; do
+	head -c $((24 * MIB)) /dev/urandom >"$T/other-$d.raw"
+	expect_exit 0 "$d backs up another disk" "$VMB" backup "$R2" "$T/other-$d.raw" --vm $d
+	expect_exit 0 "prune $d's first snapshot" "$VMB" prune "$R2" --vm $d --keep-last 1
+done
+expect_exit 0 "gc repo2" "$VMB" gc "$R2"
+expect_exit 0 "check repo2 after gc" "$VMB" check "$R2"
+for d in d3 d4; do
+	rm -rf "$T/r$d"
+	expect_exit 0 "restore $d after its references are gone" "$VMB" restore "$R2" $d@latest --to "$T/r$d" --format raw
+	check "$d still restores byte for byte" cmp "$T/$d.raw" "$T/r$d/$d.img"
+done
 finish

@@ -199,29 +199,51 @@ static int entry_damaged(const struct bctx *c, const vmb_index *ix,
 	return 0;
 }
 
+/* Reference @x's page fingerprints of @j's chunk, or NULL if it has
+ * none to compare with (another length, not in the map, damaged). */
+static const uint8_t *ref_pages(const struct bctx *c, int x,
+				const struct job *j)
+{
+	const vmb_index *ref = c->refs[x].ix;
+	if (j->idx >= ref->count ||
+	    vmb_index_chunk_len(ref, j->idx) != j->len ||
+	    entry_damaged(c, ref, j->idx))
+		return NULL;
+	return vmb_pagemap_get(c->refs[x].map, j->idx);
+}
+
 /*
  * A chunk the repository does not have, whose page fingerprints are
  * @pages, against each reference's chunk at the same place: what a patch
  * over that reference's base would hold is the pages whose fingerprints
  * differ plus the runs the reference itself patched over its base (the
  * base's pages there are not in the map).  The reference with the
- * fewest such bytes wins (the first one on a tie); if that is at most
+ * fewest such bytes wins (the first one on a tie).  If that is at most
  * half of the chunk, those pages move to the front of the buffer and the
- * entry becomes a patch over the winner's base.  A chunk equal to a
- * reference's page for page takes that reference's entry.  The
- * fingerprints are keyed (the guest cannot aim a collision) and 128 bits
- * wide, as for the reuse of a parent's chunk id.  @return 1 made a
+ * entry becomes a patch over the winner's base.  Up to 7/8 of the chunk
+ * it does too when all but half of it are pages no other reference has
+ * either (this disk's own data, a large file written over the chunk):
+ * storing it whole would store the rest of the chunk again.  Past half
+ * otherwise, the chunk is stored whole: it becomes the base the next
+ * disks patch over (the first clone's large changes, undone).  A chunk
+ * equal to a reference's page for page takes that reference's entry.
+ * The fingerprints are keyed (the guest cannot aim a collision) and 128
+ * bits wide, as for the reuse of a parent's chunk id.  @return 1 made a
  * patch, 2 copied an entry, 0 store the chunk whole, or an error.
  */
 static int like_ref(struct bctx *c, struct job *j, const uint8_t *pages)
 {
 	static _Thread_local vmb_index_run diff[VMB_INDEX_MAX_RUNS],
 		all[VMB_INDEX_MAX_RUNS], best[VMB_INDEX_MAX_RUNS];
-	const uint8_t *best_base = NULL;
-	uint32_t limit = j->len / 2;
+	const uint8_t *best_base = NULL, *best_rp = NULL;
+	uint32_t half = j->len / 2;
+	uint32_t limit = c->nrefs > 1 ? j->len - j->len / 8 : half;
 	uint64_t best_total = (uint64_t)limit + 1, total;
-	int nbest = 0, rc;
+	int nbest = 0, best_x = -1, rc;
+	const uint8_t *rps[VMB_MAX_REFS];
 
+	for (int x = 0; x < c->nrefs; x++)
+		rps[x] = ref_pages(c, x, j);
 	for (int x = 0; x < c->nrefs; x++) {
 		const vmb_index *ref = c->refs[x].ix;
 		const vmb_index_patch *pp;
@@ -229,10 +251,7 @@ static int like_ref(struct bctx *c, struct job *j, const uint8_t *pages)
 		uint32_t nd = 0;
 		int nall, over = 0;
 
-		if (j->idx >= ref->count ||
-		    vmb_index_chunk_len(ref, j->idx) != j->len ||
-		    !(rp = vmb_pagemap_get(c->refs[x].map, j->idx)) ||
-		    entry_damaged(c, ref, j->idx))
+		if (!(rp = rps[x]))
 			continue;
 		pp = vmb_index_patch_of(ref, j->idx);
 		if (ref->e[j->idx].kind == VMB_CHUNK_DATA)
@@ -286,9 +305,34 @@ static int like_ref(struct bctx *c, struct job *j, const uint8_t *pages)
 		nbest = nall;
 		best_total = total;
 		best_base = base;
+		best_rp = rp;
+		best_x = x;
 	}
 	if (!nbest)
 		return 0; /* most of it: a whole new chunk is better */
+	if (best_total > half) {
+		/* past half: only if what is not this disk's own (pages some
+		 * other reference has too, the winner's runs) is at most half */
+		uint64_t own = 0;
+		int others = 0;
+		for (int x = 0; x < c->nrefs; x++)
+			others += x != best_x && rps[x];
+		for (uint32_t off = 0, p = 0; others && off < j->len;
+		     off += VMB_PAGE_BYTES, p++) {
+			const uint8_t *fp = pages + (size_t)p * 16;
+			int known = 0;
+			if (!memcmp(fp, best_rp + (size_t)p * 16, 16))
+				continue;
+			for (int x = 0; x < c->nrefs && !known; x++)
+				known = x != best_x && rps[x] &&
+					!memcmp(fp, rps[x] + (size_t)p * 16, 16);
+			if (!known)
+				own += j->len - off < VMB_PAGE_BYTES ?
+				       j->len - off : VMB_PAGE_BYTES;
+		}
+		if (best_total - own > half)
+			return 0;
+	}
 	total = 0;
 	for (int k = 0; k < nbest; k++) {
 		/* runs increase: each moves down (or stays) */

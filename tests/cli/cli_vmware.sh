@@ -226,9 +226,9 @@ hostile() { # NAME EDIT-COMMAND GREP
 }
 hostile "wrong parentCID" "python3 -c \"
 import re
-b = bytearray(open('win-000002.vmdk','rb').read())
-i = b.index(b'parentCID=') + 10
-b[i:i+8] = b'deadbeef'
+b = open('win-000002.vmdk','rb').read()
+# qemu-img writes CIDs unpadded (%x): replace the whole value, whatever its length
+b = re.sub(rb'parentCID=[0-9a-fA-F]+', b'parentCID=deadbeef', b, count=1)
 open('win-000002.vmdk','wb').write(b)\"" "win-000002.vmdk: parentCID deadbeef does not match the CID"
 hostile "a parent loop" "printf '# Disk DescriptorFile\nversion=1\nCID=0000000a\nparentCID=0000000a\ncreateType=\"monolithicFlat\"\nparentFileNameHint=\"loop.vmdk\"\nRW 16 FLAT \"win.nvram\" 0\n' >loop.vmdk; sed -i 's/^scsi0:0.fileName.*/scsi0:0.fileName = \"loop.vmdk\"/' win.vmx" "parent loop"
 hostile "a '..' path" "mkdir -p ../hx && cp win.vmdk ../hx/ && sed -i 's|^scsi0:0.fileName.*|scsi0:0.fileName = \"../hx/win.vmdk\"|' win.vmx" "'..'"

@@ -414,7 +414,16 @@ static int backup_main(int argc, char **argv, const char **tags)
 	o.ntags = ntags;
 	o.progress = cli_progress;
 	ho.backup = o;
-	rc = cli_open_repo(argv[optind], &r);
+	/* the key derivation overlaps reading and compressing the first
+	 * image's first chunks (a "file" source: its path is the image);
+	 * only for --full, which reads every chunk: an incremental may read
+	 * none, and the prefetch's reads then slow Argon2id down (memory
+	 * bandwidth) for nothing (docs/design-notes/kdf-overlap.md) */
+	rc = cli_open_repo_prefetch(argv[optind], &r,
+				    o.full && !each && nsrc && src[0].hv &&
+				    !strcmp(vmb_hv_name(src[0].hv), "file") &&
+				    !(ho.flags & VMB_HV_BACKUP_DRY_RUN)
+				    ? src[0].vm : NULL);
 	if (rc)
 		goto fail;
 	if (each) {
@@ -502,7 +511,7 @@ static int backup_main(int argc, char **argv, const char **tags)
 			       "\"bytes_new\":%llu,\"bytes_stored\":%llu,"
 			       "\"chunks_total\":%llu,\"chunks_new\":%llu,"
 			       "\"chunks_zero\":%llu,\"seconds\":%.3f,"
-			       "\"cbt\":\"%s\"",
+			       "\"cbt\":\"%s\",\"precompressed_chunks\":%llu",
 			       (unsigned long long)res.bytes_total,
 			       (unsigned long long)res.bytes_read,
 			       (unsigned long long)res.bytes_allocated,
@@ -511,7 +520,8 @@ static int backup_main(int argc, char **argv, const char **tags)
 			       (unsigned long long)res.chunks_total,
 			       (unsigned long long)res.chunks_new,
 			       (unsigned long long)res.chunks_zero,
-			       res.seconds, res.cbt);
+			       res.seconds, res.cbt,
+			       (unsigned long long)res.precompressed_chunks);
 			if (cons) {
 				printf(",\"consistency\":");
 				cli_json_str(stdout, cons);

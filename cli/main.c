@@ -257,6 +257,32 @@ int cli_open_repo(const char *url, vmb_repo **out)
 	return rc;
 }
 
+int cli_open_repo_prefetch(const char *url, vmb_repo **out,
+			   const char *image)
+{
+	int err, rc;
+	char *pass = given_passphrase(&err);
+	if (err)
+		return VMB_ENOTFOUND;
+	if (!pass || !image) {
+		/* no passphrase yet: the prompt's retry of cli_open_repo() */
+		vmb_secret_free(pass);
+		return cli_open_repo(url, out);
+	}
+	rc = vmb_repo_open_async(url, pass, out);
+	vmb_secret_free(pass);
+	if (!rc) {
+		vmb_repo_prefetch(*out, image);
+		rc = vmb_repo_key_wait(*out);
+		if (rc) {
+			vmb_repo_close(*out);
+			*out = NULL;
+		}
+	}
+	repo_open_failed = rc != 0;
+	return rc;
+}
+
 int cli_archive_passphrase(char **out, const char *file)
 {
 	int err;

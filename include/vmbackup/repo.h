@@ -66,6 +66,47 @@ VMB_EXTERN(int) vmb_repo_init(const char *url, const char *passphrase,
 VMB_EXTERN(int) vmb_repo_open(const char *url, const char *passphrase,
 			      vmb_repo **out);
 
+/**
+ * Open a repository like vmb_repo_open(), but derive the key from
+ * @p passphrase (Argon2id: a third of a second on one core at the default
+ * cost) on a background thread, so the caller can do key-less work
+ * meanwhile (vmb_repo_prefetch()).  The config is read before this
+ * returns: a missing repository or a damaged config fails here, as does
+ * anything when @p passphrase is NULL or empty (then this is
+ * vmb_repo_open(), so "a passphrase is needed" is known at once).  The
+ * key's verdict (VMB_EAUTH for a wrong passphrase, with the same message
+ * as vmb_repo_open()) comes from vmb_repo_key_wait().  Until that returned
+ * 0, only vmb_repo_prefetch(), vmb_repo_key_wait(), vmb_repo_backup()
+ * (which waits first) and vmb_repo_close() may be called; nothing is
+ * written to the repository before the key is verified.  The environment
+ * variable VMB_NO_KDF_OVERLAP makes this the plain vmb_repo_open().
+ * @param[out] out  free with vmb_repo_close()
+ */
+VMB_EXTERN(int) vmb_repo_open_async(const char *url, const char *passphrase,
+				    vmb_repo **out);
+
+/**
+ * Wait for vmb_repo_open_async()'s key derivation.  @return 0 (the key is
+ * verified; returns 0 at once for a vmb_repo_open() handle), or the error
+ * vmb_repo_open() would have returned (VMB_EAUTH: wrong passphrase), the
+ * same each time it is called; then only vmb_repo_close() is left to do.
+ */
+VMB_EXTERN(int) vmb_repo_key_wait(vmb_repo *r);
+
+/**
+ * While vmb_repo_open_async()'s key derivation runs, read the first chunks
+ * of the disk image @p path (as vmb_repo_backup() would) and compress them
+ * on the calling thread (compression needs no key), keeping up to 64 MiB
+ * of them; stops as soon as the key is ready.  A following
+ * vmb_repo_backup() of the same path takes them instead of reading and
+ * compressing them again (vmb_backup_result.precompressed_chunks), and
+ * drops what it does not need (duplicates, chunks its plan does not read);
+ * the snapshot and the chunks stored are the same as without.  Does
+ * nothing when the key is already there.  Errors are not reported (the
+ * backup meets them): @return the number of chunks kept.
+ */
+VMB_EXTERN(int) vmb_repo_prefetch(vmb_repo *r, const char *path);
+
 /** Close a repository; accepts NULL. */
 VMB_EXTERN(void) vmb_repo_close(vmb_repo *r);
 
@@ -135,6 +176,8 @@ typedef struct vmb_backup_result {
 				       and were read, counted whole: the
 				       reads' span, so read <= allocated
 				       and new <= allocated */
+	uint64_t precompressed_chunks; /**< chunks stored from what
+					    vmb_repo_prefetch() compressed */
 } vmb_backup_result;
 
 /**

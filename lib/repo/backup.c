@@ -67,6 +67,8 @@ struct bctx {
 	/* stats (under lock) */
 	uint64_t bytes_new, bytes_stored, chunks_new, fp_reused;
 	uint64_t bytes_allocated; /* whole chunks that held data */
+	uint64_t precompressed; /* stored from vmb_repo_prefetch()'s work */
+	const char *path;       /* this disk's image path, or NULL */
 	/* first error */
 	int err;
 	char errmsg[1024];
@@ -84,6 +86,8 @@ struct job {
 	uint64_t off;
 	vmb_index_run *runs;
 	uint32_t nruns;
+	/* read and compressed by vmb_repo_prefetch(), or NULL */
+	const struct vmb_spec_ent *pre;
 };
 
 static uint8_t *get_buf(struct bctx *c)
@@ -440,8 +444,21 @@ store:
 	s->heal = heal;
 	memcpy(s->name, name, sizeof s->name);
 	s->blob = get_obuf(c);
-	rc = vmb_blob_encode(r->keys, VMB_BLOB_CHUNK, e->id, 32, j->buf,
-			     j->len, r->zstd_level, ws->cctx, s->blob, &s->n);
+	if (j->pre && !j->patch) {
+		/* buf is still the chunk prefetch compressed */
+		size_t zlen;
+		const uint8_t *z = vmb_repo__spec_payload(j->pre, &zlen);
+		rc = vmb_blob_encode_compressed(r->keys, VMB_BLOB_CHUNK, e->id,
+						32, j->buf, j->len, z, zlen,
+						s->blob, &s->n);
+		pthread_mutex_lock(&c->lock);
+		c->precompressed++;
+		pthread_mutex_unlock(&c->lock);
+	} else {
+		rc = vmb_blob_encode(r->keys, VMB_BLOB_CHUNK, e->id, 32,
+				     j->buf, j->len, r->zstd_level, ws->cctx,
+				     s->blob, &s->n);
+	}
 	if (rc) {
 		put_obuf(c, s->blob);
 		free(s);
@@ -751,7 +768,13 @@ static int backup_disk(struct bctx *c, vmb_pool *pool, vmb_disk *d,
 			j->patch = 0;
 			j->like = 0;
 			j->buf = get_buf(c);
-			if (m.overflow) {
+			j->pre = c->r->spec ? vmb_repo__spec_take(c->r, c->path,
+					vmb_disk_size(d), off, len,
+					c->r->zstd_level, j->buf, bytes_read)
+					    : NULL;
+			if (j->pre) {
+				rc = 0; /* read during the key derivation */
+			} else if (m.overflow) {
 				rc = vmb_disk_read(d, j->buf, off, len);
 				*bytes_read += len;
 			} else {
@@ -1177,6 +1200,10 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 	c.r = r;
 	if (!nsrc || nsrc > 256)
 		return vmb_error_set(VMB_EINVAL, "a backup needs 1 to 256 disks");
+	/* vmb_repo_open_async(): nothing is written before the key is
+	 * verified */
+	if ((rc = vmb_repo_key_wait(r)))
+		return rc;
 
 	disks = vmb_calloc(nsrc, sizeof *disks);
 	own = vmb_calloc(nsrc, sizeof *own);
@@ -1365,6 +1392,7 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 			break;
 		}
 		c.mine = mine[i];
+		c.path = src[i].path;
 		c.damaged = &damaged;
 		if (parent) {
 			/* the disk of the same name; else, when the VM has as
@@ -1558,6 +1586,7 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 	res->bytes_new = c.bytes_new;
 	res->bytes_allocated = c.bytes_allocated;
 	res->chunks_new = c.chunks_new;
+	res->precompressed_chunks = c.precompressed;
 	res->cbt = cbt_names[used_parent];
 	res->seconds = vmb_now() - t0;
 	snprintf(stats, sizeof stats, "{\"bytes_total\":%llu,\"bytes_read\":"
@@ -1608,6 +1637,7 @@ out:
 		vmb_pool_wait(c.store);
 		vmb_pool_free(c.store);
 	}
+	vmb_repo__spec_free(r); /* the jobs that took from it are done */
 	if (session[0] || vm_lock[0]) {
 		int e = vmb_error_code();
 		char msg[1024];

@@ -1,5 +1,6 @@
 /* Repository init/open, configuration, keys, object helpers, cache, lock. */
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include "vmbackup/sys/target.h"
 #include "common/killpoint.h"
 #include "common/util.h"
+#include "vmbackup/keys.h"
 #include "lease.h"
 #include "repo_internal.h"
 
@@ -106,10 +108,14 @@ int vmb_repo__put_object(vmb_repo *r, int type, const char *name,
 			 const uint8_t *bind, size_t bindlen,
 			 const void *blob, size_t n)
 {
-	int rc = vmb_target_put(r->t, name, blob, n);
+	int rc;
 	char *msg;
 	void *back = NULL;
 	size_t blen = 0;
+	/* nothing is written under a key not yet verified */
+	if ((rc = vmb_repo_key_wait(r)))
+		return rc;
+	rc = vmb_target_put(r->t, name, blob, n);
 	if (rc == 0)
 		return 0;
 	msg = vmb_strdup(vmb_error_message());
@@ -167,6 +173,8 @@ int vmb_repo__get_blob(vmb_repo *r, int type, const char *name,
 	int rc;
 
 	*plain = NULL;
+	if ((rc = vmb_repo_key_wait(r)))
+		return rc;
 	rc = vmb_target_get(r->t, name, &raw, &rawlen);
 	if (rc)
 		return rc;
@@ -200,6 +208,8 @@ int vmb_repo__get_chunk(vmb_repo *r, const uint8_t id[32], ZSTD_DCtx *dctx,
 	void *raw = NULL;
 	size_t rawlen;
 	int rc;
+	if ((rc = vmb_repo_key_wait(r)))
+		return rc;
 	vmb_chunk_name(id, name);
 	rc = vmb_target_get(r->t, name, &raw, &rawlen);
 	if (rc == VMB_ENOTFOUND)
@@ -457,14 +467,11 @@ static int key_list_cb(const char *name, uint64_t size, int64_t mtime,
 	return 0;
 }
 
-VMB_EXTERN(int) vmb_repo_open(const char *url, const char *passphrase,
-			      vmb_repo **out)
+/* Allocate @r and read its config: everything of an open but the key. */
+static int open_start(const char *url, vmb_repo **out)
 {
 	vmb_repo *r;
-	uint8_t *master;
-	int rc, encrypted = 0;
-	void *ep = NULL;
-	size_t eplen;
+	int rc;
 
 	*out = NULL;
 	if (vmb_crypto_init())
@@ -473,21 +480,38 @@ VMB_EXTERN(int) vmb_repo_open(const char *url, const char *passphrase,
 	if (!r)
 		return VMB_ENOMEM;
 	pthread_mutex_init(&r->known_lock, NULL);
+	pthread_mutex_init(&r->kdf_lock, NULL);
 	/* the master key is unwrapped straight into locked memory */
 	if (!(r->keys = vmb_crypto_keys_new())) {
+		pthread_mutex_destroy(&r->kdf_lock);
 		pthread_mutex_destroy(&r->known_lock);
 		free(r);
 		return vmb_error_set(VMB_ENOMEM, "cannot allocate locked "
 				     "memory for the keys");
 	}
-	master = r->keys->master;
 	rc = vmb_target_open(url, &r->t);
-	if (rc)
-		goto fail;
-	rc = read_config(r);
-	if (rc)
-		goto fail;
-	r->url = vmb_strdup(url);
+	if (!rc)
+		rc = read_config(r);
+	if (!rc && !(r->url = vmb_strdup(url)))
+		rc = VMB_ENOMEM;
+	if (rc) {
+		vmb_repo_close(r);
+		return rc;
+	}
+	*out = r;
+	return 0;
+}
+
+/* Unwrap the master key with @passphrase (Argon2id), derive the subkeys,
+ * read the GC epoch.  Touches only @r's key state, key_name, gc_epoch. */
+static int open_keys(vmb_repo *r, const char *passphrase)
+{
+	const char *url = r->url;
+	uint8_t *master = r->keys->master;
+	int rc, encrypted = 0;
+	void *ep = NULL;
+	size_t eplen;
+
 	snprintf(r->key_name, sizeof r->key_name, "keys/default");
 	rc = try_key_file(r, "keys/default", passphrase, master, &encrypted);
 	if (rc == VMB_EAUTH || rc == VMB_ENOTFOUND) {
@@ -520,7 +544,7 @@ VMB_EXTERN(int) vmb_repo_open(const char *url, const char *passphrase,
 				   r->config_encrypted ? "encrypted"
 						       : "unencrypted");
 	if (rc)
-		goto fail;
+		return rc;
 	vmb_crypto_derive(master, encrypted, r->keys);
 	r->keys->cipher = r->cipher;
 	/* the GC epoch decides whether the local chunk cache is valid */
@@ -534,23 +558,116 @@ VMB_EXTERN(int) vmb_repo_open(const char *url, const char *passphrase,
 				r->gc_epoch[i] = '_';
 		free(ep);
 	}
+	return 0;
+}
+
+VMB_EXTERN(int) vmb_repo_open(const char *url, const char *passphrase,
+			      vmb_repo **out)
+{
+	vmb_repo *r;
+	int rc = open_start(url, &r);
+	*out = NULL;
+	if (rc)
+		return rc;
+	rc = open_keys(r, passphrase);
+	if (rc) {
+		vmb_repo_close(r);
+		return rc;
+	}
 	vmb_error_clear();
 	*out = r;
 	return 0;
-fail:
-	vmb_repo_close(r);
-	return rc;
+}
+
+/* The background thread of vmb_repo_open_async(). */
+static void *kdf_thread(void *arg)
+{
+	vmb_repo *r = arg;
+	int rc = open_keys(r, r->kdf_pass);
+	if (rc)
+		r->kdf_msg = vmb_strdup(vmb_error_message());
+	r->kdf_rc = rc;
+	vmb_secret_free(r->kdf_pass);
+	r->kdf_pass = NULL;
+	atomic_store(&r->kdf_done, 1);
+	return NULL;
+}
+
+VMB_EXTERN(int) vmb_repo_open_async(const char *url, const char *passphrase,
+				    vmb_repo **out)
+{
+	vmb_repo *r;
+	int rc;
+
+	*out = NULL;
+	/* nothing to overlap without a passphrase: no Argon2id to wait
+	 * for, or a "passphrase needed" to report right away */
+	if (!passphrase || !*passphrase || getenv("VMB_NO_KDF_OVERLAP"))
+		return vmb_repo_open(url, passphrase, out);
+	rc = open_start(url, &r);
+	if (rc)
+		return rc;
+	if (!(r->kdf_pass = vmb_secret_strdup(passphrase))) {
+		vmb_repo_close(r);
+		return VMB_ENOMEM;
+	}
+	if (pthread_create(&r->kdf_tid, NULL, kdf_thread, r) != 0) {
+		/* no thread: the plain open, here */
+		rc = open_keys(r, r->kdf_pass);
+		vmb_secret_free(r->kdf_pass);
+		r->kdf_pass = NULL;
+		if (rc) {
+			vmb_repo_close(r);
+			return rc;
+		}
+		vmb_error_clear();
+		*out = r;
+		return 0;
+	}
+	r->kdf_started = 1;
+	vmb_error_clear();
+	*out = r;
+	return 0;
+}
+
+VMB_EXTERN(int) vmb_repo_key_wait(vmb_repo *r)
+{
+	int rc;
+	if (!r->kdf_started)
+		return 0;
+	pthread_mutex_lock(&r->kdf_lock);
+	if (!r->kdf_joined) {
+		pthread_join(r->kdf_tid, NULL);
+		r->kdf_joined = 1;
+	}
+	rc = r->kdf_rc;
+	pthread_mutex_unlock(&r->kdf_lock);
+	if (rc)
+		return vmb_error_set(rc, "%s", r->kdf_msg ? r->kdf_msg
+				     : vmb_error_name(rc));
+	return 0;
+}
+
+int vmb_repo__key_pending(const vmb_repo *r)
+{
+	return r->kdf_started && !atomic_load(&r->kdf_done);
 }
 
 VMB_EXTERN(void) vmb_repo_close(vmb_repo *r)
 {
 	if (!r)
 		return;
-	if (r->lock_token[0])
+	if (r->kdf_started && !r->kdf_joined)
+		pthread_join(r->kdf_tid, NULL);
+	/* a lock needs the key (only taken after vmb_repo_key_wait()) */
+	if (r->lock_token[0] && !r->kdf_rc)
 		vmb_repo_unlock(r);
+	vmb_repo__spec_free(r);
+	free(r->kdf_msg);
 	vmb_target_close(r->t);
 	vmb_idset_free(&r->known);
 	pthread_mutex_destroy(&r->known_lock);
+	pthread_mutex_destroy(&r->kdf_lock);
 	vmb_crypto_keys_free(r->keys);
 	free(r->url);
 	free(r);

@@ -3,6 +3,7 @@
 #define VMB_LIB_REPO_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include "vmbackup/repo.h"
 #include "vmbackup/target.h"
 #include "crypto/crypto.h"
@@ -37,7 +38,34 @@ struct vmb_repo {
 	char *url;
 	size_t damaged_manifests; /* seen by the last snapshot listing */
 	char first_damaged[33];
+	/* vmb_repo_open_async(): the key derivation's thread, which alone
+	 * writes keys, key_name and gc_epoch until kdf_done */
+	pthread_mutex_t kdf_lock;
+	pthread_t kdf_tid;
+	int kdf_started, kdf_joined, kdf_rc;
+	atomic_int kdf_done;
+	char *kdf_msg;  /* its error message (per-thread in the library) */
+	char *kdf_pass; /* a secret copy, wiped when the thread is done */
+	struct vmb_spec *spec; /* vmb_repo_prefetch()'s chunks (prefetch.c) */
 };
+
+/* 1 while vmb_repo_open_async()'s key derivation still runs. */
+int vmb_repo__key_pending(const vmb_repo *r);
+/* Free the prefetched chunks (accepts none). */
+void vmb_repo__spec_free(vmb_repo *r);
+/* The prefetched chunk of disk @path (size @size) at @off, @len, for
+ * level @level: its plaintext copied into @buf, *bytes_read counted as
+ * the read would have; @return its entry (valid until the backup ends),
+ * or NULL (read it). */
+struct vmb_spec_ent;
+const struct vmb_spec_ent *vmb_repo__spec_take(vmb_repo *r, const char *path,
+					       uint64_t size, uint64_t off,
+					       uint32_t len, int level,
+					       uint8_t *buf,
+					       uint64_t *bytes_read);
+/* An entry's compressed payload (*zlen 0: stored raw). */
+const uint8_t *vmb_repo__spec_payload(const struct vmb_spec_ent *e,
+				      size_t *zlen);
 
 /* The members of `config` vmb uses (docs/repository-format.md). */
 typedef struct vmb_repo_config {

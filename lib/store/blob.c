@@ -41,40 +41,40 @@ static int blob_hashlog(void)
 	return v;
 }
 
-int vmb_blob_encode(const vmb_keys *k, int type, const uint8_t *bind,
-		    size_t bindlen, const void *plain, size_t len, int level,
-		    ZSTD_CCtx *cctx, uint8_t *out, size_t *outlen)
+int vmb_blob_compress(ZSTD_CCtx *cctx, int level, const void *plain,
+		      size_t len, uint8_t *dst, size_t *n)
+{
+	ZSTD_CCtx *own = NULL;
+	size_t z;
+
+	*n = 0;
+	if (level <= 0 || len == 0)
+		return 0;
+	if (!cctx && !(cctx = own = ZSTD_createCCtx()))
+		return vmb_error_set(VMB_ENOMEM, "out of memory");
+	/* level 1 with a 2^17-entry hash table: 2% smaller output
+	 * for ~15% more compression time (docs/benchmarks.md) */
+	ZSTD_CCtx_reset(cctx, ZSTD_reset_session_only);
+	ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
+	ZSTD_CCtx_setParameter(cctx, ZSTD_c_hashLog,
+			       level <= 2 ? blob_hashlog() : 0);
+	z = ZSTD_compress2(cctx, dst, ZSTD_compressBound(len), plain, len);
+	ZSTD_freeCCtx(own);
+	if (!ZSTD_isError(z) && z < len)
+		*n = z;
+	return 0;
+}
+
+/* Frame and seal (or MAC) the payload already at its place in @out. */
+static int blob_seal(const vmb_keys *k, int type, const uint8_t *bind,
+		     size_t bindlen, size_t len, size_t plen, int flags,
+		     uint8_t *out, size_t *outlen)
 {
 	uint8_t *payload, adstack[128], *ad;
-	size_t plen = len, adlen;
-	int flags = 0;
+	size_t adlen;
 
-	if (len > VMB_BLOB_MAX_PLAIN)
-		return vmb_error_set(VMB_EINVAL, "object too large (%zu bytes)",
-				     len);
 	payload = out + VMB_BLOB_HEADER_BYTES +
 		  (k->encrypted ? VMB_SEAL_NONCE_BYTES : 0);
-	if (level > 0 && len > 0) {
-		size_t n;
-		ZSTD_CCtx *own = NULL;
-		if (!cctx && !(cctx = own = ZSTD_createCCtx()))
-			return vmb_error_set(VMB_ENOMEM, "out of memory");
-		/* level 1 with a 2^17-entry hash table: 2% smaller output
-		 * for ~15% more compression time (docs/benchmarks.md) */
-		ZSTD_CCtx_reset(cctx, ZSTD_reset_session_only);
-		ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
-		ZSTD_CCtx_setParameter(cctx, ZSTD_c_hashLog,
-				       level <= 2 ? blob_hashlog() : 0);
-		n = ZSTD_compress2(cctx, payload, ZSTD_compressBound(len),
-				   plain, len);
-		ZSTD_freeCCtx(own);
-		if (!ZSTD_isError(n) && n < len) {
-			plen = n;
-			flags |= VMB_BLOB_F_ZSTD;
-		}
-	}
-	if (!(flags & VMB_BLOB_F_ZSTD) && len)
-		memcpy(payload, plain, len);
 	flags |= k->encrypted ? VMB_BLOB_F_SEALED : VMB_BLOB_F_MAC;
 	memcpy(out, magic, 4);
 	out[4] = VMB_BLOB_VERSION;
@@ -100,6 +100,49 @@ int vmb_blob_encode(const vmb_keys *k, int type, const uint8_t *bind,
 	if (ad != adstack)
 		free(ad);
 	return 0;
+}
+
+int vmb_blob_encode(const vmb_keys *k, int type, const uint8_t *bind,
+		    size_t bindlen, const void *plain, size_t len, int level,
+		    ZSTD_CCtx *cctx, uint8_t *out, size_t *outlen)
+{
+	uint8_t *payload;
+	size_t n;
+	int rc;
+
+	if (len > VMB_BLOB_MAX_PLAIN)
+		return vmb_error_set(VMB_EINVAL, "object too large (%zu bytes)",
+				     len);
+	payload = out + VMB_BLOB_HEADER_BYTES +
+		  (k->encrypted ? VMB_SEAL_NONCE_BYTES : 0);
+	rc = vmb_blob_compress(cctx, level, plain, len, payload, &n);
+	if (rc)
+		return rc;
+	if (!n && len)
+		memcpy(payload, plain, len);
+	return blob_seal(k, type, bind, bindlen, len, n ? n : len,
+			 n ? VMB_BLOB_F_ZSTD : 0, out, outlen);
+}
+
+int vmb_blob_encode_compressed(const vmb_keys *k, int type,
+			       const uint8_t *bind, size_t bindlen,
+			       const void *plain, size_t len,
+			       const void *zpayload, size_t zlen, uint8_t *out,
+			       size_t *outlen)
+{
+	uint8_t *payload;
+
+	if (len > VMB_BLOB_MAX_PLAIN || (zlen && zlen >= len))
+		return vmb_error_set(VMB_EINVAL, "bad compressed payload (%zu "
+				     "of %zu bytes)", zlen, len);
+	payload = out + VMB_BLOB_HEADER_BYTES +
+		  (k->encrypted ? VMB_SEAL_NONCE_BYTES : 0);
+	if (zlen)
+		memcpy(payload, zpayload, zlen);
+	else if (len)
+		memcpy(payload, plain, len);
+	return blob_seal(k, type, bind, bindlen, len, zlen ? zlen : len,
+			 zlen ? VMB_BLOB_F_ZSTD : 0, out, outlen);
 }
 
 size_t vmb_blob_plain_len(const uint8_t *blob, size_t bloblen)

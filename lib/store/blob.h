@@ -45,6 +45,26 @@ int vmb_blob_encode(const vmb_keys *k, int type, const uint8_t *bind,
 		    ZSTD_CCtx *cctx, uint8_t *out, size_t *outlen);
 
 /*
+ * The compression step of vmb_blob_encode() alone (no key needed): zstd at
+ * @level into @dst (capacity ZSTD_compressBound(len)).  *n is the
+ * compressed size, or 0 when the object is stored raw (level 0, empty, or
+ * zstd did not make it smaller).  @cctx may be NULL.
+ */
+int vmb_blob_compress(ZSTD_CCtx *cctx, int level, const void *plain,
+		      size_t len, uint8_t *dst, size_t *n);
+
+/*
+ * vmb_blob_encode() for a payload vmb_blob_compress() already made from
+ * @plain (@zpayload, @zlen bytes; @zlen 0: stored raw from @plain): the
+ * same blob, byte for byte but for the random nonce.
+ */
+int vmb_blob_encode_compressed(const vmb_keys *k, int type,
+			       const uint8_t *bind, size_t bindlen,
+			       const void *plain, size_t len,
+			       const void *zpayload, size_t zlen, uint8_t *out,
+			       size_t *outlen);
+
+/*
  * Decode @blob (modified in place) into @out (capacity @cap, not
  * overlapping @blob).  Checks the frame, authenticates, decompresses; the
  * plaintext length must be <= cap.  On failure @out may have been written.

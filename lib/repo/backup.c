@@ -74,6 +74,13 @@ struct bctx {
 	char errmsg[1024];
 };
 
+struct chunk_map {
+	vmb_extent ext[64];
+	int n;
+	int overflow;
+	int has_data;
+};
+
 struct job {
 	struct bctx *c;
 	uint64_t idx;
@@ -88,6 +95,8 @@ struct job {
 	uint32_t nruns;
 	/* read and compressed by vmb_repo_prefetch(), or NULL */
 	const struct vmb_spec_ent *pre;
+	/* whole chunks, until read: their data extents */
+	struct chunk_map *map;
 };
 
 static uint8_t *get_buf(struct bctx *c)
@@ -476,13 +485,6 @@ out:
 	free(j);
 }
 
-struct chunk_map {
-	vmb_extent ext[64];
-	int n;
-	int overflow;
-	int has_data;
-};
-
 static int chunk_map_cb(const vmb_extent *e, void *payload)
 {
 	struct chunk_map *m = payload;
@@ -589,6 +591,46 @@ static void read_job(void *arg, int worker)
 	if (rc)
 		set_err(c, rc);
 	if (rc || c->err) {
+		put_buf(c, j->buf);
+		free(j);
+		return;
+	}
+	vmb_pool_submit(c->workers, chunk_job, j);
+}
+
+/* Read stage of a whole chunk: its data extents, zeros between them.
+ * Run by the readers' pool, so that several reads are in flight: a raw
+ * image is read with O_DIRECT, which has no readahead to keep the
+ * device busy while this thread waits (docs/benchmarks.md, issue 15). */
+static void whole_job(void *arg, int worker)
+{
+	struct job *j = arg;
+	struct bctx *c = j->c;
+	struct chunk_map *m = j->map;
+	int rc = 0;
+	(void)worker;
+	if (c->err) {
+		rc = c->err;
+	} else if (m->overflow) {
+		rc = vmb_disk_read(j->d, j->buf, j->off, j->len);
+	} else {
+		uint64_t pos = j->off, end = j->off + j->len;
+		for (int k = 0; k < m->n && !rc; k++) {
+			const vmb_extent *e = &m->ext[k];
+			if (e->offset > pos)
+				memset(j->buf + (pos - j->off), 0, e->offset - pos);
+			rc = vmb_disk_read(j->d, j->buf + (e->offset - j->off),
+					   e->offset, e->length);
+			pos = e->offset + e->length;
+		}
+		if (!rc && pos < end)
+			memset(j->buf + (pos - j->off), 0, end - pos);
+	}
+	free(m);
+	j->map = NULL;
+	if (rc) {
+		if (!c->err)
+			set_err(c, rc);
 		put_buf(c, j->buf);
 		free(j);
 		return;
@@ -717,7 +759,6 @@ static int backup_disk(struct bctx *c, vmb_pool *pool, vmb_disk *d,
 	for (uint64_t i = 0; i < ix->count && !c->err; i++) {
 		uint64_t off = i * ix->chunk_size;
 		uint32_t len = vmb_index_chunk_len(ix, i);
-		struct chunk_map m;
 		struct job *j;
 		if (c->changed && !c->changed[i] && !parent_damaged(c, i)) {
 			/* change tracking says untouched: the parent's entry */
@@ -750,55 +791,53 @@ static int backup_disk(struct bctx *c, vmb_pool *pool, vmb_disk *d,
 				continue;
 			}
 		}
-		memset(&m, 0, sizeof m);
-		rc = vmb_disk_map(d, off, len, chunk_map_cb, &m);
-		if (rc)
+		struct chunk_map *m = vmb_calloc(1, sizeof *m);
+		if (!m)
+			return VMB_ENOMEM;
+		rc = vmb_disk_map(d, off, len, chunk_map_cb, m);
+		if (rc) {
+			free(m);
 			return rc;
+		}
 		ps->p.bytes_done += len;
-		if (!m.has_data) {
+		if (!m->has_data) {
 			ix->e[i].kind = VMB_CHUNK_ZERO; /* never read */
+			free(m);
 		} else {
 			c->bytes_allocated += len;
-			j = vmb_malloc(sizeof *j);
-			if (!j)
+			if (!c->readers && (rc = vmb_pool_new(8, 16, &c->readers))) {
+				free(m);
+				return rc;
+			}
+			j = vmb_calloc(1, sizeof *j);
+			if (!j) {
+				free(m);
 				return VMB_ENOMEM;
+			}
 			j->c = c;
 			j->idx = i;
 			j->len = len;
-			j->patch = 0;
-			j->like = 0;
+			j->d = d;
+			j->off = off;
 			j->buf = get_buf(c);
 			j->pre = c->r->spec ? vmb_repo__spec_take(c->r, c->path,
 					vmb_disk_size(d), off, len,
 					c->r->zstd_level, j->buf, bytes_read)
 					    : NULL;
 			if (j->pre) {
-				rc = 0; /* read during the key derivation */
-			} else if (m.overflow) {
-				rc = vmb_disk_read(d, j->buf, off, len);
-				*bytes_read += len;
+				/* read during the key derivation */
+				free(m);
+				vmb_pool_submit(pool, chunk_job, j);
 			} else {
-				uint64_t pos = off;
-				for (int k = 0; k < m.n && !rc; k++) {
-					vmb_extent *e = &m.ext[k];
-					if (e->offset > pos)
-						memset(j->buf + (pos - off), 0,
-						       e->offset - pos);
-					rc = vmb_disk_read(d, j->buf + (e->offset - off),
-							   e->offset, e->length);
-					*bytes_read += e->length;
-					pos = e->offset + e->length;
+				if (m->overflow) {
+					*bytes_read += len;
+				} else {
+					for (int k = 0; k < m->n; k++)
+						*bytes_read += m->ext[k].length;
 				}
-				if (!rc && pos < off + len)
-					memset(j->buf + (pos - off), 0,
-					       off + len - pos);
+				j->map = m;
+				vmb_pool_submit(c->readers, whole_job, j);
 			}
-			if (rc) {
-				put_buf(c, j->buf);
-				free(j);
-				return rc;
-			}
-			vmb_pool_submit(pool, chunk_job, j);
 		}
 		ps->p.bytes_read = *bytes_read;
 		if ((rc = report(ps, 0)) || (rc = keep_alive(ps->ka, 0)))
@@ -1345,8 +1384,11 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 		}
 	}
 	for (int i = 0; i < nbufs; i++) {
-		c.bufs[i] = vmb_malloc(r->chunk_size);
+		/* page-aligned: a raw image reads into it with O_DIRECT */
+		if (posix_memalign((void **)&c.bufs[i], 4096, r->chunk_size))
+			c.bufs[i] = NULL;
 		if (!c.bufs[i]) {
+			vmb_error_set(VMB_ENOMEM, "out of memory");
 			rc = VMB_ENOMEM;
 			goto out;
 		}

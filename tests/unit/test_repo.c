@@ -753,6 +753,43 @@ static void test_cancel(void)
 	vmb_repo_close(r);
 }
 
+/* The image is cut short while it is backed up (on the first progress
+ * report, after the first chunk was queued): the backup fails naming the
+ * file, with direct reads and without, and records no snapshot. */
+static int shrink_cb(const vmb_progress *p, void *payload)
+{
+	const char *path = payload;
+	(void)p;
+	if (truncate(path, (off_t)(1 * MiB)) != 0)
+		exit(1);
+	return 0;
+}
+
+static void test_shrink(void)
+{
+	static const char *modes[] = { "1", "0", "auto" };
+	vmb_repo *r = open_repo(P("r-refs"), PASS);
+	if (!r)
+		return;
+	for (int i = 0; i < 3; i++) {
+		vmb_backup_source src = { P("shrinking.img"), NULL, NULL };
+		vmb_backup_options o = VMB_BACKUP_OPTIONS_INIT;
+		vmb_backup_result res;
+		make_mixed(src.path);
+		setenv("VMB_DIRECT_READ", modes[i], 1);
+		o.progress = shrink_cb;
+		o.progress_payload = (void *)src.path;
+		o.vm = "shrinking";
+		o.threads = 2;
+		CHECK_ERR(vmb_repo_backup(r, &src, 1, &o, &res), VMB_EIO);
+		CHECK(strstr(vmb_error_message(), "shrank") != NULL);
+		CHECK(strstr(vmb_error_message(), "shrinking.img") != NULL);
+		CHECK(count_snapshots(r, "shrinking") == 0);
+	}
+	unsetenv("VMB_DIRECT_READ");
+	vmb_repo_close(r);
+}
+
 static void test_multidisk(void)
 {
 	const char *repo = P("r-refs");
@@ -1186,6 +1223,7 @@ int main(void)
 	test_sparse();
 	test_refs();
 	test_cancel();
+	test_shrink();
 	test_multidisk();
 	test_check_and_damage();
 	test_expect();

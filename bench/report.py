@@ -84,12 +84,14 @@ labels = {"vmb": "vmb backup (repokey, defaults)",
           "restic": "restic backup (defaults, compression auto)",
           "qemu": "qemu-img convert -c -O qcow2",
           "zstd": "zstd -T0 -1 (raw image)",
+          "floor": "disk floor: dd if=/dev/zero conv=fsync of the restored image's allocated bytes",
           "vmb-cbt": "vmb backup of the image as qcow2, change written through qemu-io (qcow2-bitmap change tracking)"}
 phases = [("full", "full backup"), ("same", "unchanged re-backup"),
           ("inc", "1% changed"), ("restore", "restore"),
           ("restore-flush", "restore, then sync of the output"),
+          ("write-flush", "write and sync, nothing read or decoded"),
           ("open", "opening the repository alone (`snapshots`: the default Argon2id key derivation)")]
-tools = [t for t in ["vmb", "vmb-cbt", "borg", "restic", "qemu", "zstd"]
+tools = [t for t in ["vmb", "vmb-cbt", "borg", "restic", "qemu", "zstd", "floor"]
          if any(k[0] == t for k in times)]
 
 p("## Results\n")
@@ -229,8 +231,13 @@ if vr and qr:
          vr < qr, f"{qr / vr:.2f}x ({vr:.2f} s vs {qr:.2f} s)")
 vrf, qrf = w("vmb", "restore-flush"), w("qemu", "restore-flush")
 if vrf and qrf:
+    fl = w("floor", "write-flush")
+    fl_note = (f"; the disk's floor, dd conv=fsync of the same bytes: "
+               f"{fl:.2f} s, so at most {qrf / fl:.2f}x is possible"
+               if fl else "")
     goal(f"[{ciph}] restore to raw with a flush >= 1.3x faster than qemu-img",
-         qrf / vrf >= 1.3, f"{qrf / vrf:.2f}x ({vrf:.2f} s vs {qrf:.2f} s)")
+         qrf / vrf >= 1.3,
+         f"{qrf / vrf:.2f}x ({vrf:.2f} s vs {qrf:.2f} s{fl_note})")
 z = w("zstd", "full")
 if vf and z:
     goal(f"[{ciph}] full backup within 1.1x of zstd -T0 -1", vf / z <= 1.1,

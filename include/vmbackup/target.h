@@ -60,6 +60,16 @@ VMB_EXTERN(int) vmb_target_delete(vmb_target *t, const char *name);
 /** Refresh an object's modification time (used by GC's protocol). */
 VMB_EXTERN(int) vmb_target_touch(vmb_target *t, const char *name);
 
+/**
+ * Hint that @p name will be read soon, so the backend can start fetching
+ * it in the background (the local backend asks the kernel to read the file
+ * into the page cache).  Returns at once and reports nothing: a backend
+ * without the operation, a bad name or a missing object are ignored and
+ * left to vmb_target_get().  Restore uses it to keep several chunk reads in
+ * flight ahead of its decoding workers.
+ */
+VMB_EXTERN(void) vmb_target_prefetch(vmb_target *t, const char *name);
+
 #ifdef __cplusplus
 }
 #endif

@@ -8,6 +8,22 @@
 #include "common/util.h"
 #include "repo_internal.h"
 
+void vmb_repo__prefetch_entry(vmb_repo *r, const vmb_index *ix, uint64_t i)
+{
+	char name[80];
+	if (i >= ix->count || ix->e[i].kind == VMB_CHUNK_ZERO)
+		return;
+	if (ix->e[i].kind == VMB_CHUNK_PATCH) {
+		const vmb_index_patch *p = vmb_index_patch_of(ix, i);
+		if (p && !vmb_index_id_is_zero(p->base)) {
+			vmb_chunk_name(p->base, name);
+			vmb_target_prefetch(r->t, name);
+		}
+	}
+	vmb_chunk_name(ix->e[i].id, name);
+	vmb_target_prefetch(r->t, name);
+}
+
 int vmb_repo__read_entry(vmb_repo *r, const vmb_index *ix, uint64_t i,
 			 ZSTD_DCtx *dctx, uint8_t *out, size_t *len)
 {

@@ -140,6 +140,9 @@ int vmb_repo__get_chunk(vmb_repo *r, const uint8_t id[32], ZSTD_DCtx *dctx,
  * entries give zeros, patches are applied to their base.  *len is the
  * chunk's length.  Errors name the disk offset.
  */
+/* Hint the target to start fetching entry i's object(s) (restore reads
+ * ahead of its workers with it); never fails. */
+void vmb_repo__prefetch_entry(vmb_repo *r, const vmb_index *ix, uint64_t i);
 int vmb_repo__read_entry(vmb_repo *r, const vmb_index *ix, uint64_t i,
 			 ZSTD_DCtx *dctx, uint8_t *out, size_t *len);
 

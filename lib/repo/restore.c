@@ -167,6 +167,7 @@ static int restore_disk(vmb_repo *r, const vmb_mdisk *m, const char *path,
 	struct rctx c;
 	uint64_t *order = NULL, ndata = 0, next_sub = 0;
 	int window = nthreads * 2 + 2, rc;
+	uint64_t ahead;
 	double last = 0;
 
 	memset(&c, 0, sizeof c);
@@ -194,6 +195,15 @@ static int restore_disk(vmb_repo *r, const vmb_mdisk *m, const char *path,
 	for (uint64_t i = 0; i < ix.count; i++)
 		if (ix.e[i].kind != VMB_CHUNK_ZERO)
 			order[ndata++] = i;
+	/* Reads run this many chunks ahead of the workers (about 64 MiB, at
+	 * least the window): a target that can prefetch (local: kernel
+	 * readahead into the page cache) keeps that many object reads in
+	 * flight, where the workers alone would have one each. */
+	ahead = (64u << 20) / (ix.chunk_size ? ix.chunk_size : 1);
+	ahead = VMB_MAX(ahead, (uint64_t)window);
+	ahead = VMB_MIN(ahead, (uint64_t)64);
+	for (uint64_t k = 0; k < ahead && k < ndata; k++)
+		vmb_repo__prefetch_entry(r, &ix, order[k]);
 	for (int i = 0; i < window; i++)
 		if (!(c.slots[i].buf = vmb_malloc(ix.chunk_size))) {
 			rc = VMB_ENOMEM;
@@ -235,6 +245,8 @@ static int restore_disk(vmb_repo *r, const vmb_mdisk *m, const char *path,
 				rc = VMB_ENOMEM;
 				goto out;
 			}
+			if (k + ahead < ndata)
+				vmb_repo__prefetch_entry(r, &ix, order[k + ahead]);
 			j->c = &c;
 			j->idx = order[k];
 			j->w = w;
@@ -270,6 +282,9 @@ static int restore_disk(vmb_repo *r, const vmb_mdisk *m, const char *path,
 				rc = VMB_ENOMEM;
 				goto out;
 			}
+			if (next_sub + ahead < ndata)
+				vmb_repo__prefetch_entry(r, &ix,
+							 order[next_sub + ahead]);
 			s->idx = order[next_sub];
 			s->state = 0;
 			j->c = &c;

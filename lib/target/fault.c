@@ -164,6 +164,11 @@ static int f_del(vmb_target *t, const char *name)
 	return f->in->ops->del(f->in, name);
 }
 
+static void f_prefetch(vmb_target *t, const char *name)
+{
+	vmb_target_prefetch(((struct fault *)t)->in, name);
+}
+
 static int f_touch(vmb_target *t, const char *name)
 {
 	struct fault *f = (struct fault *)t;
@@ -184,7 +189,7 @@ static void f_close(vmb_target *t)
 
 static const vmb_target_ops fault_ops = {
 	VMB_TARGET_OPS_VERSION, "fault", f_put, f_get, f_stat, f_list, f_del,
-	f_touch, f_close
+	f_touch, f_close, f_prefetch
 };
 
 static int parse(struct fault *f, const char *spec)

@@ -382,6 +382,23 @@ static int local_del(vmb_target *t, const char *name)
 	return r;
 }
 
+/* Ask the kernel to read the object into the page cache (asynchronous
+ * readahead of the whole file); a later get() then finds it there. */
+static void local_prefetch(vmb_target *t, const char *name)
+{
+	struct local *l = (struct local *)t;
+	char *path = vmb_asprintf("%s/%s", l->root, name);
+	int fd;
+	if (!path)
+		return;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	free(path);
+	if (fd < 0)
+		return;
+	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
+	close(fd);
+}
+
 static int local_touch(vmb_target *t, const char *name)
 {
 	struct local *l = (struct local *)t;
@@ -405,7 +422,7 @@ static void local_close(vmb_target *t)
 
 static const vmb_target_ops local_ops = {
 	VMB_TARGET_OPS_VERSION, "local", local_put, local_get, local_stat,
-	local_list, local_del, local_touch, local_close,
+	local_list, local_del, local_touch, local_close, local_prefetch,
 };
 
 static int local_open(const char *url, vmb_target **out)

@@ -749,7 +749,7 @@ static void nfs_close_target(vmb_target *t)
 
 static const vmb_target_ops nfs_ops = {
 	VMB_TARGET_OPS_VERSION, "nfs", nfs_put, nfs_get, nfs_stat_obj,
-	nfs_list, nfs_del, nfs_touch, nfs_close_target,
+	nfs_list, nfs_del, nfs_touch, nfs_close_target, NULL /* prefetch */,
 };
 
 static long env_long(const char *name, long def, long lo, long hi)

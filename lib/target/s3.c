@@ -948,7 +948,7 @@ static void s3_close(vmb_target *t)
 
 static const vmb_target_ops s3_ops = {
 	VMB_TARGET_OPS_VERSION, "s3", s3_put, s3_get, s3_stat,
-	s3_list, s3_del, s3_touch, s3_close,
+	s3_list, s3_del, s3_touch, s3_close, NULL /* prefetch */,
 };
 
 static int bucket_ok(const char *b, size_t n)

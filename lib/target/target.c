@@ -138,6 +138,14 @@ VMB_EXTERN(int) vmb_target_delete(vmb_target *t, const char *name)
 	return r;
 }
 
+VMB_EXTERN(void) vmb_target_prefetch(vmb_target *t, const char *name)
+{
+	if (!t || !vmb_target__name_ok(name) ||
+	    t->ops->version < 2 || !t->ops->prefetch)
+		return;
+	t->ops->prefetch(t, name);
+}
+
 VMB_EXTERN(int) vmb_target_touch(vmb_target *t, const char *name)
 {
 	CHECK_NAME(t, name);

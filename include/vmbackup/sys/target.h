@@ -18,7 +18,7 @@
 extern "C" {
 #endif
 
-#define VMB_TARGET_OPS_VERSION 1
+#define VMB_TARGET_OPS_VERSION 2
 
 typedef struct vmb_target_ops {
 	unsigned version; /**< VMB_TARGET_OPS_VERSION */
@@ -39,6 +39,12 @@ typedef struct vmb_target_ops {
 	int (*touch)(vmb_target *t, const char *name);
 	/** Free everything, including the struct. */
 	void (*close)(vmb_target *t);
+
+	/* version >= 2 */
+	/** Optional: a hint that @p name will be read soon; start fetching
+	    it in the background and return at once.  No errors: an object
+	    that is missing or cannot be fetched is left to get(). */
+	void (*prefetch)(vmb_target *t, const char *name);
 } vmb_target_ops;
 
 struct vmb_target {

@@ -74,12 +74,6 @@ struct bctx {
 	char errmsg[1024];
 };
 
-struct chunk_map {
-	vmb_extent ext[64];
-	int n;
-	int overflow;
-	int has_data;
-};
 
 struct job {
 	struct bctx *c;
@@ -499,6 +493,39 @@ static int chunk_map_cb(const vmb_extent *e, void *payload)
 	return 0;
 }
 
+int vmb_repo__chunk_map(vmb_disk *d, uint64_t off, uint32_t len,
+			struct chunk_map *m)
+{
+	memset(m, 0, sizeof *m);
+	return vmb_disk_map(d, off, len, chunk_map_cb, m);
+}
+
+int vmb_repo__chunk_read(vmb_disk *d, const struct chunk_map *m, uint64_t off,
+			 uint32_t len, uint8_t *buf, uint64_t *bytes_read)
+{
+	uint64_t pos = off, end = off + len, got = 0;
+	int rc = 0;
+	if (m->overflow) {
+		rc = vmb_disk_read(d, buf, off, len);
+		got = len;
+	} else {
+		for (int k = 0; k < m->n && !rc; k++) {
+			const vmb_extent *e = &m->ext[k];
+			if (e->offset > pos)
+				memset(buf + (pos - off), 0, e->offset - pos);
+			rc = vmb_disk_read(d, buf + (e->offset - off),
+					   e->offset, e->length);
+			got += e->length;
+			pos = e->offset + e->length;
+		}
+		if (!rc && pos < end)
+			memset(buf + (pos - off), 0, end - pos);
+	}
+	if (bytes_read)
+		*bytes_read = got;
+	return rc;
+}
+
 VMB_EXTERN(char *) vmb_repo_disk_name(const char *path)
 {
 	const char *base = strrchr(path, '/');
@@ -609,23 +636,11 @@ static void whole_job(void *arg, int worker)
 	struct chunk_map *m = j->map;
 	int rc = 0;
 	(void)worker;
-	if (c->err) {
+	if (c->err)
 		rc = c->err;
-	} else if (m->overflow) {
-		rc = vmb_disk_read(j->d, j->buf, j->off, j->len);
-	} else {
-		uint64_t pos = j->off, end = j->off + j->len;
-		for (int k = 0; k < m->n && !rc; k++) {
-			const vmb_extent *e = &m->ext[k];
-			if (e->offset > pos)
-				memset(j->buf + (pos - j->off), 0, e->offset - pos);
-			rc = vmb_disk_read(j->d, j->buf + (e->offset - j->off),
-					   e->offset, e->length);
-			pos = e->offset + e->length;
-		}
-		if (!rc && pos < end)
-			memset(j->buf + (pos - j->off), 0, end - pos);
-	}
+	else
+		rc = vmb_repo__chunk_read(j->d, m, j->off, j->len, j->buf,
+					  NULL);
 	free(m);
 	j->map = NULL;
 	if (rc) {
@@ -794,7 +809,7 @@ static int backup_disk(struct bctx *c, vmb_pool *pool, vmb_disk *d,
 		struct chunk_map *m = vmb_calloc(1, sizeof *m);
 		if (!m)
 			return VMB_ENOMEM;
-		rc = vmb_disk_map(d, off, len, chunk_map_cb, m);
+		rc = vmb_repo__chunk_map(d, off, len, m);
 		if (rc) {
 			free(m);
 			return rc;

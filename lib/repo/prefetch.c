@@ -34,57 +34,19 @@ struct vmb_spec {
 	struct vmb_spec_ent e[SPEC_MAX_CHUNKS];
 };
 
-struct spec_map {
-	vmb_extent ext[64];
-	int n, overflow, has_data;
-};
-
-static int spec_map_cb(const vmb_extent *e, void *payload)
-{
-	struct spec_map *m = payload;
-	if (e->kind != VMB_EXTENT_DATA)
-		return 0;
-	m->has_data = 1;
-	if (m->n == 64) {
-		m->overflow = 1;
-		return 1;
-	}
-	m->ext[m->n++] = *e;
-	return 0;
-}
-
 /* Read a chunk as backup_disk() does: its data extents, holes zeroed (the
  * whole chunk when too fragmented).  @return 0, -1 no data, or an error. */
 static int spec_read(vmb_disk *d, uint64_t off, uint32_t len, uint8_t *buf,
 		     uint64_t *bytes_read)
 {
-	struct spec_map m;
-	uint64_t pos = off;
+	struct chunk_map m;
 	int rc;
-
-	memset(&m, 0, sizeof m);
 	*bytes_read = 0;
-	if ((rc = vmb_disk_map(d, off, len, spec_map_cb, &m)))
+	if ((rc = vmb_repo__chunk_map(d, off, len, &m)))
 		return rc;
 	if (!m.has_data)
 		return -1;
-	if (m.overflow) {
-		*bytes_read = len;
-		return vmb_disk_read(d, buf, off, len);
-	}
-	for (int k = 0; k < m.n; k++) {
-		vmb_extent *e = &m.ext[k];
-		if (e->offset > pos)
-			memset(buf + (pos - off), 0, e->offset - pos);
-		if ((rc = vmb_disk_read(d, buf + (e->offset - off), e->offset,
-					e->length)))
-			return rc;
-		*bytes_read += e->length;
-		pos = e->offset + e->length;
-	}
-	if (pos < off + len)
-		memset(buf + (pos - off), 0, off + len - pos);
-	return 0;
+	return vmb_repo__chunk_read(d, &m, off, len, buf, bytes_read);
 }
 
 void vmb_repo__spec_free(vmb_repo *r)

@@ -140,6 +140,23 @@ int vmb_repo__get_chunk(vmb_repo *r, const uint8_t id[32], ZSTD_DCtx *dctx,
  * entries give zeros, patches are applied to their base.  *len is the
  * chunk's length.  Errors name the disk offset.
  */
+/* Where a chunk's data is: up to 64 data extents, or overflow (too
+ * fragmented: read the whole chunk).  Backup and the key-derivation
+ * prefetch read chunks the same way through these two. */
+struct chunk_map {
+	vmb_extent ext[64];
+	int n;
+	int overflow;
+	int has_data;
+};
+/* Fill *m (zeroed first) for [off, off+len) of d. */
+int vmb_repo__chunk_map(vmb_disk *d, uint64_t off, uint32_t len,
+			struct chunk_map *m);
+/* Read what *m says into buf (holes zeroed); *bytes_read (may be NULL)
+ * gets the bytes read from the disk. */
+int vmb_repo__chunk_read(vmb_disk *d, const struct chunk_map *m, uint64_t off,
+			 uint32_t len, uint8_t *buf, uint64_t *bytes_read);
+
 /* Hint the target to start fetching entry i's object(s) (restore reads
  * ahead of its workers with it); never fails. */
 void vmb_repo__prefetch_entry(vmb_repo *r, const vmb_index *ix, uint64_t i);

@@ -44,10 +44,11 @@ int cli_usage_error(const char *cmd, const char *fmt, ...);
 int cli_open_repo(const char *url, vmb_repo **out);
 /* cli_open_repo() for `vmb backup`: with a passphrase given, the key is
  * derived on a thread while the first chunks of @image (NULL: none) are
- * read and compressed (vmb_repo_prefetch()); the same errors, messages
- * and exit codes as cli_open_repo(). */
+ * read and compressed (vmb_repo_prefetch()) when the backup reads every
+ * chunk: @full, or a repository without any snapshot (the first backup);
+ * the same errors, messages and exit codes as cli_open_repo(). */
 int cli_open_repo_prefetch(const char *url, vmb_repo **out,
-			   const char *image);
+			   const char *image, int full);
 /* Passphrase for a new repository (asks twice on a terminal). */
 int cli_new_passphrase(char **out, const char *env, const char *file);
 /* An archive's passphrase: from FILE, else $VMB_ARCHIVE_PASSPHRASE, else

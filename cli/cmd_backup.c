@@ -416,14 +416,15 @@ static int backup_main(int argc, char **argv, const char **tags)
 	ho.backup = o;
 	/* the key derivation overlaps reading and compressing the first
 	 * image's first chunks (a "file" source: its path is the image);
-	 * only for --full, which reads every chunk: an incremental may read
-	 * none, and the prefetch's reads then slow Argon2id down (memory
-	 * bandwidth) for nothing (docs/design-notes/kdf-overlap.md) */
+	 * only for --full or the repository's first backup, which read
+	 * every chunk: an incremental may read none, and the prefetch's
+	 * reads then slow Argon2id down (memory bandwidth) for nothing
+	 * (docs/design-notes/kdf-overlap.md) */
 	rc = cli_open_repo_prefetch(argv[optind], &r,
-				    o.full && !each && nsrc && src[0].hv &&
+				    !each && nsrc && src[0].hv &&
 				    !strcmp(vmb_hv_name(src[0].hv), "file") &&
 				    !(ho.flags & VMB_HV_BACKUP_DRY_RUN)
-				    ? src[0].vm : NULL);
+				    ? src[0].vm : NULL, o.full);
 	if (rc)
 		goto fail;
 	if (each) {

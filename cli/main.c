@@ -258,7 +258,7 @@ int cli_open_repo(const char *url, vmb_repo **out)
 }
 
 int cli_open_repo_prefetch(const char *url, vmb_repo **out,
-			   const char *image)
+			   const char *image, int full)
 {
 	int err, rc;
 	char *pass = given_passphrase(&err);
@@ -272,7 +272,11 @@ int cli_open_repo_prefetch(const char *url, vmb_repo **out,
 	rc = vmb_repo_open_async(url, pass, out);
 	vmb_secret_free(pass);
 	if (!rc) {
-		vmb_repo_prefetch(*out, image);
+		/* an incremental may read nothing, and the prefetch's reads
+		 * would then only slow Argon2id down; the first backup into
+		 * a repository reads every chunk, as --full does */
+		if (full || vmb_repo_has_snapshots(*out) == 0)
+			vmb_repo_prefetch(*out, image);
 		rc = vmb_repo_key_wait(*out);
 		if (rc) {
 			vmb_repo_close(*out);

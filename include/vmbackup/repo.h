@@ -76,8 +76,8 @@ VMB_EXTERN(int) vmb_repo_open(const char *url, const char *passphrase,
  * vmb_repo_open(), so "a passphrase is needed" is known at once).  The
  * key's verdict (VMB_EAUTH for a wrong passphrase, with the same message
  * as vmb_repo_open()) comes from vmb_repo_key_wait().  Until that returned
- * 0, only vmb_repo_prefetch(), vmb_repo_key_wait(), vmb_repo_backup()
- * (which waits first) and vmb_repo_close() may be called; nothing is
+ * 0, only vmb_repo_prefetch(), vmb_repo_has_snapshots(), vmb_repo_key_wait(),
+ * vmb_repo_backup() (which waits first) and vmb_repo_close() may be called; nothing is
  * written to the repository before the key is verified.  The environment
  * variable VMB_NO_KDF_OVERLAP makes this the plain vmb_repo_open().
  * @param[out] out  free with vmb_repo_close()
@@ -106,6 +106,15 @@ VMB_EXTERN(int) vmb_repo_key_wait(vmb_repo *r);
  * backup meets them): @return the number of chunks kept.
  */
 VMB_EXTERN(int) vmb_repo_prefetch(vmb_repo *r, const char *path);
+
+/**
+ * Whether the repository holds any snapshot, from the names of its
+ * snapshot objects alone: needs no key, so it may be called while
+ * vmb_repo_open_async()'s key derivation runs (the CLI prefetches for a
+ * first backup into an empty repository, which reads every chunk, as it
+ * does for --full).  @return 1, 0 (none), or a negative error.
+ */
+VMB_EXTERN(int) vmb_repo_has_snapshots(vmb_repo *r);
 
 /** Close a repository; accepts NULL. */
 VMB_EXTERN(void) vmb_repo_close(vmb_repo *r);

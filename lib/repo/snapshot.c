@@ -354,6 +354,26 @@ static int list_ids(vmb_repo *r, struct idlist *l)
 	return rc ? rc : l->err;
 }
 
+static int any_cb(const char *name, uint64_t size, int64_t mtime,
+		  void *payload)
+{
+	(void)size;
+	(void)mtime;
+	if (!vmb_repo__valid_id(name + strlen("snapshots/")))
+		return 0;
+	*(int *)payload = 1;
+	return 1; /* one is enough */
+}
+
+VMB_EXTERN(int) vmb_repo_has_snapshots(vmb_repo *r)
+{
+	int any = 0, rc;
+	if (!r)
+		return vmb_error_set(VMB_EINVAL, "no repository");
+	rc = vmb_target_list(r->t, "snapshots/", any_cb, &any);
+	return rc ? rc : any;
+}
+
 static int by_time(const void *a, const void *b)
 {
 	const vmb_snapshot *x = *(vmb_snapshot *const *)a;

@@ -5,6 +5,8 @@
 #    ("precompressed_chunks" > 0) and restores to the same bytes;
 #  - the same chunks and indexes as without the overlap (VMB_NO_KDF_OVERLAP)
 #    in a copy of the same repository (same key);
+#  - the first backup into an empty repository prefetches without --full,
+#    an incremental does not;
 #  - a wrong or missing passphrase: the same exit code and one-line message
 #    as the synchronous open, and nothing written to the repository.
 . "$TESTLIB"
@@ -31,6 +33,7 @@ VMB_KDF_OPSLIMIT=8 VMB_KDF_MEMLIMIT=67108864 "$VMB" init "$R" >/dev/null ||
 	bad "init"
 cp -a "$R" "$T/repo2"
 cp -a "$R" "$T/repo3"
+cp -a "$R" "$T/repo4"
 
 objects() { (cd "$1" && find . -type f | sort | xargs md5sum); }
 
@@ -59,6 +62,21 @@ names() { (cd "$1" && find chunks indexes -type f 2>/dev/null | sort); }
 if [ -n "$(names "$R")" ] && [ "$(names "$R")" = "$(names "$T/repo2")" ]
 then ok "same chunk and index names with and without the overlap"
 else bad "chunk sets differ: $(diff <(names "$R") <(names "$T/repo2") | head -5)"; fi
+
+# the first backup into an empty repository reads every chunk: it
+# prefetches without --full; a later one without --full does not (an
+# incremental may read nothing)
+XDG_CACHE_HOME=$T/cache4 "$VMB" backup "$T/repo4" "$IMG" --vm v --json \
+	>"$T/c.json" 2>"$T/c.err" || bad "first backup: $(cat "$T/c.err")"
+n=$(json_field "$T/c.json" precompressed_chunks)
+if [ "${n:-0}" -gt 0 ]; then ok "first backup without --full prefetched: $n"
+else bad "the first backup did not prefetch: $(cat "$T/c.json")"; fi
+XDG_CACHE_HOME=$T/cache4 "$VMB" backup "$T/repo4" "$IMG" --vm v --json \
+	>"$T/d.json" 2>"$T/d.err" || bad "second backup: $(cat "$T/d.err")"
+check "no prefetch for an incremental" \
+	[ "$(json_field "$T/d.json" precompressed_chunks)" = 0 ]
+check "the incremental stores nothing new" \
+	[ "$(json_field "$T/d.json" chunks_new)" = 0 ]
 
 # a wrong passphrase: as the synchronous open, nothing written
 before=$(objects "$T/repo3")

@@ -102,11 +102,14 @@ p("Wall time is the fastest of the repetitions; MiB/s is the image's "
 p("| tool | step | wall s | MiB/s | CPU s | peak RSS MiB | size MiB | notes |")
 p("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
 for t in tools:
+    first = True  # the tool's label on its first row (the floor has no full)
     for ph, name in phases:
         b = best(t, ph)
         if not b:
             continue
         wall, c, rss, n = b
+        lab = labels[t] if first else ""
+        first = False
         size = sizes.get((t, ph))
         note = ""
         if t == "vmb" and ph in ("full", "same", "inc"):
@@ -115,17 +118,20 @@ for t in tools:
                 note = (f"read {j['bytes_read'] / MiB:.0f} MiB, new "
                         f"{j['bytes_new'] / MiB:.0f} MiB, "
                         f"{j['chunks_new']} new chunks")
+                if j.get("precompressed_chunks"):
+                    note += (f", {j['precompressed_chunks']} read and "
+                             "compressed while the key was derived")
         if ph == "restore" and t in restored:
             a, ap = restored[t]
             note = (f"output {a / MiB:.0f} MiB allocated of {ap / MiB:.0f} MiB "
                     f"({'sparse' if a < ap * 0.9 else 'NOT sparse'}), identical")
         if ph == "inc" and (t, "inc") in objects:
             note += f"; {objects[(t, 'inc')]} chunk objects"
-        p(f"| {labels[t] if ph == 'full' else ''} | {name} | {wall:.2f} | "
+        p(f"| {lab} | {name} | {wall:.2f} | "
           f"{img / MiB / wall:.0f} | {c:.2f} | {rss / 1024:.0f} | "
           f"{size / MiB:.1f} |{' ' + note if note else ''} |".replace("| None", "| -")
           if size is not None else
-          f"| {labels[t] if ph == 'full' else ''} | {name} | {wall:.2f} | "
+          f"| {lab} | {name} | {wall:.2f} | "
           f"{img / MiB / wall:.0f} | {c:.2f} | {rss / 1024:.0f} | - |"
           f"{' ' + note if note else ''} |")
 p("")

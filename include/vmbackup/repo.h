@@ -76,9 +76,10 @@ VMB_EXTERN(int) vmb_repo_open(const char *url, const char *passphrase,
  * vmb_repo_open(), so "a passphrase is needed" is known at once).  The
  * key's verdict (VMB_EAUTH for a wrong passphrase, with the same message
  * as vmb_repo_open()) comes from vmb_repo_key_wait().  Until that returned
- * 0, only vmb_repo_prefetch(), vmb_repo_has_snapshots(), vmb_repo_key_wait(),
- * vmb_repo_backup() (which waits first) and vmb_repo_close() may be called; nothing is
- * written to the repository before the key is verified.  The environment
+ * 0, only vmb_repo_prefetch(), vmb_repo_has_snapshots(),
+ * vmb_repo_key_wait(), vmb_repo_backup() (which waits first) and
+ * vmb_repo_close() may be called; nothing is written to the repository
+ * before the key is verified.  The environment
  * variable VMB_NO_KDF_OVERLAP makes this the plain vmb_repo_open().
  * @param[out] out  free with vmb_repo_close()
  */

@@ -74,7 +74,6 @@ struct bctx {
 	char errmsg[1024];
 };
 
-
 struct job {
 	struct bctx *c;
 	uint64_t idx;
@@ -503,11 +502,10 @@ int vmb_repo__chunk_map(vmb_disk *d, uint64_t off, uint32_t len,
 int vmb_repo__chunk_read(vmb_disk *d, const struct chunk_map *m, uint64_t off,
 			 uint32_t len, uint8_t *buf, uint64_t *bytes_read)
 {
-	uint64_t pos = off, end = off + len, got = 0;
+	uint64_t pos = off, end = off + len;
 	int rc = 0;
 	if (m->overflow) {
 		rc = vmb_disk_read(d, buf, off, len);
-		got = len;
 	} else {
 		for (int k = 0; k < m->n && !rc; k++) {
 			const vmb_extent *e = &m->ext[k];
@@ -515,15 +513,24 @@ int vmb_repo__chunk_read(vmb_disk *d, const struct chunk_map *m, uint64_t off,
 				memset(buf + (pos - off), 0, e->offset - pos);
 			rc = vmb_disk_read(d, buf + (e->offset - off),
 					   e->offset, e->length);
-			got += e->length;
 			pos = e->offset + e->length;
 		}
 		if (!rc && pos < end)
 			memset(buf + (pos - off), 0, end - pos);
 	}
 	if (bytes_read)
-		*bytes_read = got;
+		*bytes_read = vmb_repo__chunk_map_bytes(m, len);
 	return rc;
+}
+
+uint64_t vmb_repo__chunk_map_bytes(const struct chunk_map *m, uint32_t len)
+{
+	uint64_t n = 0;
+	if (m->overflow)
+		return len;
+	for (int k = 0; k < m->n; k++)
+		n += m->ext[k].length;
+	return n;
 }
 
 VMB_EXTERN(char *) vmb_repo_disk_name(const char *path)
@@ -844,12 +851,7 @@ static int backup_disk(struct bctx *c, vmb_pool *pool, vmb_disk *d,
 				free(m);
 				vmb_pool_submit(pool, chunk_job, j);
 			} else {
-				if (m->overflow) {
-					*bytes_read += len;
-				} else {
-					for (int k = 0; k < m->n; k++)
-						*bytes_read += m->ext[k].length;
-				}
+				*bytes_read += vmb_repo__chunk_map_bytes(m, len);
 				j->map = m;
 				vmb_pool_submit(c->readers, whole_job, j);
 			}

@@ -152,8 +152,10 @@ struct chunk_map {
 /* Fill *m (zeroed first) for [off, off+len) of d. */
 int vmb_repo__chunk_map(vmb_disk *d, uint64_t off, uint32_t len,
 			struct chunk_map *m);
+/* The bytes vmb_repo__chunk_read() reads from the disk for *m. */
+uint64_t vmb_repo__chunk_map_bytes(const struct chunk_map *m, uint32_t len);
 /* Read what *m says into buf (holes zeroed); *bytes_read (may be NULL)
- * gets the bytes read from the disk. */
+ * gets vmb_repo__chunk_map_bytes(). */
 int vmb_repo__chunk_read(vmb_disk *d, const struct chunk_map *m, uint64_t off,
 			 uint32_t len, uint8_t *buf, uint64_t *bytes_read);
 

@@ -91,6 +91,12 @@ if cmp -s "$T/err" "$T/sync.err"; then ok "same message: $(cat "$T/err")"
 else bad "message differs: '$(cat "$T/err")' vs '$(cat "$T/sync.err")'"; fi
 check "nothing written on a wrong passphrase" \
 	[ "$before" = "$(objects "$T/repo3")" ]
+# the same without --full: an empty repository prefetches too
+expect_exit 1 "wrong passphrase, first backup without --full" \
+	env VMB_PASSPHRASE=wrong "$VMB" backup "$T/repo3" "$IMG"
+check "same message without --full" cmp -s "$T/err" "$T/sync.err"
+check "nothing written on a wrong passphrase without --full" \
+	[ "$before" = "$(objects "$T/repo3")" ]
 # no passphrase at all (stdin not a terminal): known before any KDF
 expect_exit 1 "no passphrase" env -u VMB_PASSPHRASE "$VMB" backup \
 	"$T/repo3" "$IMG" --full </dev/null

@@ -57,6 +57,13 @@ const vmb_disk_format *vmb_disk__format_by_name(const char *name)
 	return NULL;
 }
 
+void vmb_disk__prefer_cache(vmb_disk *d, int on)
+{
+	for (int i = 0; d && i < d->nlayers; i++)
+		if (d->layers[i].fmt == &vmb_disk__raw_format)
+			vmb_disk__raw_prefer_cache(d->layers[i].state, on);
+}
+
 void vmb_disk__layer_info_free(vmb_layer_info *info)
 {
 	free(info->backing_path);

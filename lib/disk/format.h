@@ -38,6 +38,15 @@ int vmb_disk__fsync(int fd);
  * which is -1 afterwards whatever happens.  One-line errors name @path. */
 int vmb_disk__sync_close(int *fd, const char *path);
 
+/* Whether reads of @d's raw layers should go through the page cache
+ * even where VMB_DIRECT_READ=auto would read around it: set by a backup
+ * that will mostly hash and drop what it reads (an incremental, a clone
+ * compared with other snapshots), cleared for one that compresses it
+ * all.  VMB_DIRECT_READ=1 and 0 keep their meaning.  No effect on
+ * custom disks and other formats. */
+void vmb_disk__prefer_cache(vmb_disk *d, int on);
+void vmb_disk__raw_prefer_cache(void *layer, int on);
+
 /* Free the strings inside a vmb_layer_info. */
 void vmb_disk__layer_info_free(vmb_layer_info *info);
 

@@ -18,6 +18,7 @@
 #include "common/util.h"
 #include "cbt/cbt.h"
 #include "common/json.h"
+#include "disk/format.h"
 #include "lease.h"
 #include "repo_internal.h"
 
@@ -1565,6 +1566,11 @@ VMB_EXTERN(int) vmb_repo_backup(vmb_repo *r, const vmb_backup_source *src,
 		}
 		c.parentmap = parentmap;
 		ps.p.item = m->name;
+		/* with a parent or references most chunks are hashed and
+		 * dropped: the disk, not the CPU, sets the pace, and the
+		 * page cache's readahead reads faster than direct reads
+		 * (lib/disk/raw.c); a first backup compresses every chunk */
+		vmb_disk__prefer_cache(disks[i], have_parent || c.nrefs > 0);
 		rc = backup_disk(&c, pool, disks[i], &ps, &res->bytes_read);
 		if (c.readers)
 			vmb_pool_wait(c.readers); /* they feed the workers */

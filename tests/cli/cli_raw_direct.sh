@@ -4,6 +4,8 @@
 # of 4 KiB nor of the chunk size (a short last chunk, a 1-byte last page),
 # holes between data, 4 MiB and 256 KiB chunks; the same on tmpfs
 # (/dev/shm), where O_DIRECT may be refused and reads fall back silently;
+# a first backup reads around the page cache while one with a parent or
+# with other snapshots to compare with reads through it (fincore);
 # a bad VMB_DIRECT_READ is a one-line usage error.  (The read paths
 # themselves, the page-cache checks and an image cut short during a
 # backup: unit/test_disk_raw and unit/test_repo.)
@@ -57,6 +59,53 @@ if [ -d /dev/shm ] && [ -w /dev/shm ]; then
 	done
 else
 	echo "no writable /dev/shm: tmpfs fallback not checked here"
+fi
+
+# Which path a backup takes in auto mode, seen from the page cache: a
+# first backup (every chunk compressed) reads around the cache; one with
+# a parent, or compared with another snapshot's disk (a clone), reads
+# through it, whose readahead is faster where the disk sets the pace
+resident() { fincore -b -n -o RES "$1" 2>/dev/null; }
+BIG=$T/big.img
+make_image "$BIG" $((16 * 1048576))
+head -c $((10 * 1048576)) /dev/urandom | dd of="$BIG" bs=1M seek=5 conv=notrunc status=none
+sync "$BIG" 2>/dev/null || sync
+evict "$BIG"
+r0=$(resident "$BIG")
+if [ -z "$r0" ] || [ "$r0" -gt $((1048576)) ]; then
+	echo "no fincore, or the page cache keeps $BIG after eviction: backup read paths not checked here"
+else
+	expect_exit 0 "paths: init" "$VMB" init "$T/repopaths"
+	# (without the key-derivation overlap, whose prefetch reads the
+	# first chunks through the cache: here that would be all of them)
+	VMB_NO_KDF_OVERLAP=1 VMB_DIRECT_READ=auto expect_exit 0 \
+		"paths: first backup" "$VMB" backup "$T/repopaths" "$BIG" --vm d
+	r1=$(resident "$BIG")
+	check "a first backup reads around the page cache ($r1 bytes cached)" \
+		test "$r1" -le $((1048576))
+	# a change, so that the next backup reads every allocated byte
+	head -c 4096 /dev/urandom | dd of="$BIG" bs=4096 seek=1500 conv=notrunc status=none
+	sync "$BIG" 2>/dev/null || sync
+	evict "$BIG"
+	VMB_DIRECT_READ=auto expect_exit 0 "paths: backup with a parent" \
+		"$VMB" backup "$T/repopaths" "$BIG" --vm d
+	r2=$(resident "$BIG")
+	check "a backup with a parent reads through the page cache ($r2 bytes cached)" \
+		test "$r2" -ge $((10 * 1048576))
+	evict "$BIG"
+	VMB_DIRECT_READ=auto expect_exit 0 "paths: a clone's first backup" \
+		"$VMB" backup "$T/repopaths" "$BIG" --vm clone
+	r3=$(resident "$BIG")
+	check "a clone compared with another snapshot reads through the page cache ($r3 bytes cached)" \
+		test "$r3" -ge $((10 * 1048576))
+	head -c 4096 /dev/urandom | dd of="$BIG" bs=4096 seek=1600 conv=notrunc status=none
+	sync "$BIG" 2>/dev/null || sync
+	evict "$BIG"
+	VMB_DIRECT_READ=1 expect_exit 0 "paths: forced direct with a parent" \
+		"$VMB" backup "$T/repopaths" "$BIG" --vm d
+	r4=$(resident "$BIG")
+	check "VMB_DIRECT_READ=1 stays direct with a parent ($r4 bytes cached)" \
+		test "$r4" -le $((1048576))
 fi
 
 expect_exit 0 "init for the bad knob" "$VMB" init "$T/repobad"

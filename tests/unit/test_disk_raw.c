@@ -3,7 +3,9 @@
  * automatic (VMB_DIRECT_READ): the same bytes as a plain pread for
  * aligned and unaligned buffers, offsets and lengths, a size that is no
  * multiple of 4 KiB, holes; that the direct path really bypasses the page
- * cache (mincore after a read of an evicted file) and that a cached file
+ * cache (mincore after a read of an evicted file), that auto mode reads
+ * through the cache when the disk is asked to prefer it (what a backup
+ * with a parent does: vmb_disk__prefer_cache) and that a cached file
  * is read through the cache in auto mode (/proc/self/io); tmpfs; a bad
  * knob value; and a file cut short after open fails instead of reading
  * zeros.
@@ -17,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "common/util.h"
+#include "disk/format.h"
 #include "testutil.h"
 #include "vmbackup/disk.h"
 
@@ -135,12 +138,15 @@ static long long storage_reads(void)
 	return v;
 }
 
-static void read_all(const char *path, const char *mode)
+/* @prefer: -1 as opened, else vmb_disk__prefer_cache(d, prefer) */
+static void read_all_pref(const char *path, const char *mode, int prefer)
 {
 	vmb_disk *d = NULL;
 	uint8_t *buf = NULL;
 	setenv("VMB_DIRECT_READ", mode, 1);
 	CHECK_OK(vmb_disk_open(path, 0, &d));
+	if (d && prefer >= 0)
+		vmb_disk__prefer_cache(d, prefer);
 	if (d && !posix_memalign((void **)&buf, 4096, 4 * MiB)) {
 		/* like a backup: 4 MiB chunks, the short last one */
 		CHECK_OK(vmb_disk_read(d, buf, 0, 4 * MiB));
@@ -148,6 +154,11 @@ static void read_all(const char *path, const char *mode)
 	}
 	free(buf);
 	vmb_disk_close(d);
+}
+
+static void read_all(const char *path, const char *mode)
+{
+	read_all_pref(path, mode, -1);
 }
 
 /* Which path the reads take, seen from the page cache. */
@@ -177,6 +188,28 @@ static void check_paths(const char *path)
 	r = resident(path);
 	printf("buffered, cold: %ld of %ld pages cached after\n", r, all);
 	CHECK(r >= all - 16);
+	/* a backup that will mostly hash and drop asks for the page cache:
+	 * auto then reads buffered, forced direct stays direct, and
+	 * clearing the wish reads direct again */
+	evict(path);
+	read_all_pref(path, "auto", 1);
+	r = resident(path);
+	printf("auto, page cache preferred, cold: %ld of %ld pages cached "
+	       "after\n", r, all);
+	CHECK(r >= all - 16);
+	evict(path);
+	read_all_pref(path, "1", 1);
+	r = resident(path);
+	printf("forced direct, page cache preferred, cold: %ld of %ld pages "
+	       "cached after\n", r, all);
+	CHECK(r >= 0 && r <= 96);
+	evict(path);
+	read_all_pref(path, "auto", 0);
+	r = resident(path);
+	printf("auto, preference cleared, cold: %ld of %ld pages cached "
+	       "after\n", r, all);
+	CHECK(r >= 0 && r <= 96);
+	read_all(path, "0");
 	/* now cached: auto reads it from the cache, forced direct does not */
 	before = storage_reads();
 	read_all(path, "auto");

@@ -76,36 +76,37 @@ if [ -z "$r0" ] || [ "$r0" -gt $((1048576)) ]; then
 	echo "no fincore, or the page cache keeps $BIG after eviction: backup read paths not checked here"
 else
 	expect_exit 0 "paths: init" "$VMB" init "$T/repopaths"
-	# (without the key-derivation overlap, whose prefetch reads the
-	# first chunks through the cache: here that would be all of them)
-	VMB_NO_KDF_OVERLAP=1 VMB_DIRECT_READ=auto expect_exit 0 \
-		"paths: first backup" "$VMB" backup "$T/repopaths" "$BIG" --vm d
-	r1=$(resident "$BIG")
-	check "a first backup reads around the page cache ($r1 bytes cached)" \
-		test "$r1" -le $((1048576))
-	# a change, so that the next backup reads every allocated byte
-	head -c 4096 /dev/urandom | dd of="$BIG" bs=4096 seek=1500 conv=notrunc status=none
-	sync "$BIG" 2>/dev/null || sync
-	evict "$BIG"
-	VMB_DIRECT_READ=auto expect_exit 0 "paths: backup with a parent" \
-		"$VMB" backup "$T/repopaths" "$BIG" --vm d
-	r2=$(resident "$BIG")
-	check "a backup with a parent reads through the page cache ($r2 bytes cached)" \
-		test "$r2" -ge $((10 * 1048576))
-	evict "$BIG"
-	VMB_DIRECT_READ=auto expect_exit 0 "paths: a clone's first backup" \
-		"$VMB" backup "$T/repopaths" "$BIG" --vm clone
-	r3=$(resident "$BIG")
-	check "a clone compared with another snapshot reads through the page cache ($r3 bytes cached)" \
-		test "$r3" -ge $((10 * 1048576))
-	head -c 4096 /dev/urandom | dd of="$BIG" bs=4096 seek=1600 conv=notrunc status=none
-	sync "$BIG" 2>/dev/null || sync
-	evict "$BIG"
-	VMB_DIRECT_READ=1 expect_exit 0 "paths: forced direct with a parent" \
-		"$VMB" backup "$T/repopaths" "$BIG" --vm d
-	r4=$(resident "$BIG")
-	check "VMB_DIRECT_READ=1 stays direct with a parent ($r4 bytes cached)" \
-		test "$r4" -le $((1048576))
+	# path_check WHAT around|through VM [ENV=VALUE...]: back up $BIG,
+	# evicted first (and changed first when CHANGE is set, so that a
+	# backup with a parent reads every allocated byte), in auto mode
+	# unless ENV says otherwise, and see what it left in the page cache
+	path_check() {
+		local what=$1 way=$2 vm=$3 r
+		shift 3
+		if [ -n "${CHANGE:-}" ]; then
+			head -c 4096 /dev/urandom |
+				dd of="$BIG" bs=4096 seek="$CHANGE" conv=notrunc status=none
+			sync "$BIG" 2>/dev/null || sync
+		fi
+		evict "$BIG"
+		expect_exit 0 "paths: $what" env VMB_DIRECT_READ=auto "$@" \
+			"$VMB" backup "$T/repopaths" "$BIG" --vm "$vm"
+		r=$(resident "$BIG")
+		if [ "$way" = around ]; then
+			check "$what reads around the page cache ($r bytes cached)" \
+				test "$r" -le $((1048576))
+		else
+			check "$what reads through the page cache ($r bytes cached)" \
+				test "$r" -ge $((10 * 1048576))
+		fi
+	}
+	# (the first without the key-derivation overlap, whose prefetch reads
+	# the first chunks through the cache: here that would be all of them)
+	path_check "a first backup" around d VMB_NO_KDF_OVERLAP=1
+	CHANGE=1500 path_check "a backup with a parent" through d
+	path_check "a clone compared with another snapshot" through clone
+	CHANGE=1600 path_check "VMB_DIRECT_READ=1 with a parent" around d \
+		VMB_DIRECT_READ=1
 fi
 
 expect_exit 0 "init for the bad knob" "$VMB" init "$T/repobad"

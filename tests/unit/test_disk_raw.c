@@ -173,42 +173,29 @@ static void check_paths(const char *path)
 	}
 	/* direct: the data does not come into the cache (the 1-byte tail
 	 * page is read buffered; opening reads the head and the end of the
-	 * file to probe the format: with readahead, up to 66 pages here) */
-	read_all(path, "1");
-	r = resident(path);
-	printf("forced direct, cold: %ld of %ld pages cached after\n", r, all);
-	CHECK(r >= 0 && r <= 96);
-	evict(path);
-	read_all(path, "auto");
-	r = resident(path);
-	printf("auto, cold: %ld of %ld pages cached after\n", r, all);
-	CHECK(r >= 0 && r <= 96);
-	evict(path);
-	read_all(path, "0");
-	r = resident(path);
-	printf("buffered, cold: %ld of %ld pages cached after\n", r, all);
-	CHECK(r >= all - 16);
-	/* a backup that will mostly hash and drop asks for the page cache:
-	 * auto then reads buffered, forced direct stays direct, and
-	 * clearing the wish reads direct again */
-	evict(path);
-	read_all_pref(path, "auto", 1);
-	r = resident(path);
-	printf("auto, page cache preferred, cold: %ld of %ld pages cached "
-	       "after\n", r, all);
-	CHECK(r >= all - 16);
-	evict(path);
-	read_all_pref(path, "1", 1);
-	r = resident(path);
-	printf("forced direct, page cache preferred, cold: %ld of %ld pages "
-	       "cached after\n", r, all);
-	CHECK(r >= 0 && r <= 96);
-	evict(path);
-	read_all_pref(path, "auto", 0);
-	r = resident(path);
-	printf("auto, preference cleared, cold: %ld of %ld pages cached "
-	       "after\n", r, all);
-	CHECK(r >= 0 && r <= 96);
+	 * file to probe the format: with readahead, up to 66 pages here);
+	 * a backup that will mostly hash and drop asks for the page cache
+	 * (prefer 1): auto then reads buffered, forced direct stays direct,
+	 * and clearing the wish (prefer 0) reads direct again */
+	static const struct {
+		const char *mode, *what;
+		int prefer, cached; /* cached: all of it, else nearly none */
+	} cases[] = {
+		{ "1", "forced direct", -1, 0 },
+		{ "auto", "auto", -1, 0 },
+		{ "0", "buffered", -1, 1 },
+		{ "auto", "auto, page cache preferred", 1, 1 },
+		{ "1", "forced direct, page cache preferred", 1, 0 },
+		{ "auto", "auto, preference cleared", 0, 0 },
+	};
+	for (size_t i = 0; i < VMB_ARRAY_SIZE(cases); i++) {
+		evict(path);
+		read_all_pref(path, cases[i].mode, cases[i].prefer);
+		r = resident(path);
+		printf("%s, cold: %ld of %ld pages cached after\n",
+		       cases[i].what, r, all);
+		CHECK(cases[i].cached ? r >= all - 16 : r >= 0 && r <= 96);
+	}
 	read_all(path, "0");
 	/* now cached: auto reads it from the cache, forced direct does not */
 	before = storage_reads();

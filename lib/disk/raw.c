@@ -49,7 +49,7 @@ struct raw {
  * incremental without change tracking, a clone compared page by page:
  * nearly every chunk is hashed and dropped), the kernel's sequential
  * readahead keeps the device busier than a few direct reads in flight
- * (docs/benchmarks.md, 2026-12-08: 1.09 s buffered against 1.21 s
+ * (docs/benchmarks.md, 2026-12-08: a median 1.12 s buffered against 1.28 s
  * direct), so the backup asks for the page cache there
  * (vmb_disk__prefer_cache) and auto mode then never reads direct.
  */
